@@ -1,0 +1,40 @@
+# riskgraph — `make` or `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## create .venv and install riskgraph with pinned dependencies (pip cache reused)
+
+demo: install ## run the whole job on embedded defaults: generate, ingest, train, serve, replay, report
+	$(VENV)/bin/riskgraph demo --out runs/demo/summary.json
+
+lint: install ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy feature_stream gnn services
+
+test: install ## install everything and run the whole test suite (what CI runs)
+	$(MAKE) lint
+	$(VENV)/bin/pytest -q
+
+bench: install ## run the benchmarks (tables on stdout, JSON under runs/bench/)
+	$(PY) bench/ingest.py --out runs/bench/ingest.json
+	$(PY) bench/sampling.py --out runs/bench/sampling.json
+
+clean: ## remove build and run outputs (keeps .venv)
+	rm -rf runs artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+.PHONY: help install demo lint test bench clean

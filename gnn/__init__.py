@@ -1,0 +1,4 @@
+"""Sampling → tensors, models, training, evaluation and the inference engine.
+
+Imports ``feature_stream``; never ``services``.
+"""

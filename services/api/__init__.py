@@ -1,0 +1,1 @@
+"""FastAPI application: thin routes over the scoring pipeline."""

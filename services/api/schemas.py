@@ -1,0 +1,55 @@
+"""Request and response bodies of the scoring API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from feature_stream.events import Id
+
+
+class ScoreRequest(BaseModel):
+    """A payment to score. ``event_time`` defaults to now if omitted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: Id
+    event_time: AwareDatetime | None = None
+    account_id: Id
+    card_id: Id
+    merchant_id: Id
+    amount: float = Field(gt=0, le=1_000_000)
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    channel: Literal["card_present", "ecommerce", "p2p"] = "ecommerce"
+    device_id: Id | None = None
+    ip: str | None = None
+    tenant: Id = "default"
+    deadline_ms: float | None = Field(None, gt=0, description="Time budget for this request")
+
+
+class StageLatency(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ScoreResponse(BaseModel):
+    transaction_id: str
+    score: float = Field(ge=0, le=1)
+    action: Literal["approve", "review", "decline"]
+    reasons: list[str]
+    model_version: str
+    served_by: Literal["gnn", "baseline"]
+    policy_revision: str
+    latency_ms: dict[str, float]
+    receipt: dict[str, Any]
+    shadow_scores: dict[str, float] | None = None
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+
+
+class ErrorResponse(BaseModel):
+    detail: str

@@ -1,0 +1,147 @@
+"""The audit port and its hash-chained, append-only file implementation.
+
+Each line is a JSON record with ``seq``, ``prev`` (the previous record's hash) and ``hash`` =
+SHA-256 over ``prev`` and the canonical JSON of the record body. Editing, removing, reordering or
+truncating records breaks the chain at the first bad one, which :func:`verify_audit_log` names.
+Writes are grouped: records are flushed at once and fsync'd at most every ``sync_every``
+records or on :meth:`AuditSink.flush` / close.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+GENESIS = "0" * 64
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def chain_hash(prev: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(prev.encode() + _canonical(body)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a caller keeps to check its decision against the log later."""
+
+    seq: int
+    hash: str
+
+
+class AuditSink(abc.ABC):
+    """Port: append one record per decision or analyst action."""
+
+    def append(self, body: dict[str, Any]) -> Receipt:
+        if not isinstance(body, dict) or not body:
+            raise ValueError("an audit record must be a non-empty mapping")
+        return self._append(body)
+
+    @abc.abstractmethod
+    def _append(self, body: dict[str, Any]) -> Receipt: ...
+
+    def flush(self) -> None:  # noqa: B027 - in-memory sinks have nothing to flush
+        """Make every appended record durable."""
+
+    def close(self) -> None:
+        self.flush()
+
+
+class InMemoryAuditSink(AuditSink):
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._prev = GENESIS
+        self._lock = threading.Lock()
+
+    def _append(self, body: dict[str, Any]) -> Receipt:
+        with self._lock:
+            seq = len(self.records)
+            full = {"seq": seq, "prev": self._prev, **body}
+            h = chain_hash(self._prev, full)
+            self.records.append({**full, "hash": h})
+            self._prev = h
+            return Receipt(seq, h)
+
+
+class FileAuditSink(AuditSink):
+    """Append-only hash-chained JSON lines; resumes the chain of an existing file."""
+
+    def __init__(self, path: Path, sync_every: int = 64) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sync_every = sync_every
+        self._seq, self._prev = 0, GENESIS
+        if self.path.exists() and self.path.stat().st_size:
+            result = verify_audit_log(self.path)
+            if not result.ok:
+                raise ValueError(f"refusing to extend a broken audit log: {result.error}")
+            self._seq, self._prev = result.records, result.last_hash
+        self._fh: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def _append(self, body: dict[str, Any]) -> Receipt:
+        with self._lock:
+            full = {"seq": self._seq, "prev": self._prev, **body}
+            h = chain_hash(self._prev, full)
+            self._fh.write(json.dumps({**full, "hash": h}, separators=(",", ":"), default=str)
+                           + "\n")
+            self._fh.flush()
+            receipt = Receipt(self._seq, h)
+            self._seq += 1
+            self._prev = h
+            self._pending += 1
+            if self._pending >= self.sync_every:
+                os.fsync(self._fh.fileno())
+                self._pending = 0
+            return receipt
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._pending = 0
+
+    def close(self) -> None:
+        self.flush()
+        self._fh.close()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    records: int
+    last_hash: str
+    first_bad: int | None = None
+    error: str = ""
+
+
+def verify_audit_log(path: Path) -> VerifyResult:
+    """Walk the chain; report the first record (0-based line) that does not verify."""
+    prev, n = GENESIS, 0
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh):  # noqa: B007 - n is used after the loop
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                return VerifyResult(False, n, prev, n, f"record {n}: not valid JSON")
+            h = rec.pop("hash", None)
+            if rec.get("seq") != n:
+                return VerifyResult(False, n, prev, n, f"record {n}: seq {rec.get('seq')} != {n}")
+            if rec.get("prev") != prev:
+                return VerifyResult(False, n, prev, n, f"record {n}: chain broken (prev hash)")
+            if chain_hash(prev, rec) != h:
+                return VerifyResult(False, n, prev, n, f"record {n}: content hash mismatch")
+            prev = h
+        else:
+            n = n + 1 if prev != GENESIS else 0
+    return VerifyResult(True, n, prev)

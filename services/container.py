@@ -1,0 +1,73 @@
+"""Wires the ports for one process from :class:`~services.settings.Settings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from feature_stream.event_io import EventSink, FileEventSink
+from feature_stream.feature_memory import InMemoryFeatureStore
+from feature_stream.feature_store import FeatureStore
+from feature_stream.graph_memory import InMemoryGraphStore
+from feature_stream.graph_store import GraphStore
+from feature_stream.ingest import Ingestor
+from gnn.artifact import ModelBundle, load_artifact
+from gnn.engine import ScoringEngine
+from services.audit import AuditSink, FileAuditSink
+from services.policy import BuiltinPolicy, PolicyEvaluator
+from services.scoring import ScoringService
+from services.settings import Settings
+
+
+@dataclass
+class Container:
+    settings: Settings
+    graph: GraphStore
+    features: FeatureStore
+    dead_letters: EventSink
+    ingestor: Ingestor
+    policy: PolicyEvaluator
+    audit: AuditSink
+    bundle: ModelBundle
+    scoring: ScoringService
+
+    def close(self) -> None:
+        self.audit.close()
+        self.dead_letters.close()
+        self.graph.close()
+        self.features.close()
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def build_container(settings: Settings, *, bundle: ModelBundle | None = None,
+                    graph: GraphStore | None = None, features: FeatureStore | None = None,
+                    audit: AuditSink | None = None, dead_letters: EventSink | None = None,
+                    policy: PolicyEvaluator | None = None) -> Container:
+    """Build every port; any of them can be passed in (tests, the demo's warm stores)."""
+    if settings.mode != "embedded" and (graph is None or features is None):
+        raise NotImplementedError("service mode backends (Neo4j, Redis) are wired by the "
+                                  "streaming deployment; pass graph= and features=")
+    graph = graph if graph is not None else InMemoryGraphStore()
+    features = features if features is not None else InMemoryFeatureStore()
+    dead_letters = dead_letters if dead_letters is not None else FileEventSink(
+        settings.dead_letter_path)
+    ingestor = Ingestor(graph, features, dead_letters)
+    if settings.history_dir is not None and graph.stats()["edges"] == 0:
+        from feature_stream.event_io import FileEventSource
+
+        ingestor.run(FileEventSource(settings.history_dir))
+    bundle = bundle if bundle is not None else load_artifact(settings.model_dir)
+    policy = policy if policy is not None else BuiltinPolicy(
+        settings.review_threshold, settings.decline_threshold)
+    audit = audit if audit is not None else FileAuditSink(settings.audit_path)
+    engine = ScoringEngine(bundle, graph, features, device=resolve_device(settings.device))
+    scoring = ScoringService(engine, ingestor, policy, audit, settings.audit_secret,
+                             shadow_baseline=settings.shadow_baseline)
+    return Container(settings, graph, features, dead_letters, ingestor, policy, audit, bundle,
+                     scoring)
