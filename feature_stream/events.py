@@ -48,7 +48,7 @@ class EventBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     event_id: Id
     event_time: AwareDatetime
 

@@ -120,8 +120,9 @@ def observations_for(
         if event.kind != "p2p_transfer":
             return []
         return [
-            Observation(f"p2p_in:{event.dst_account_id}", ts, event.amount or 0.0,
-                        event.src_account_id, eid)
+            Observation(
+                f"p2p_in:{event.dst_account_id}", ts, event.amount or 0.0, event.src_account_id, eid
+            )
         ]
     if isinstance(event, LabelEvent):
         if not event.is_fraud:
@@ -129,8 +130,11 @@ def observations_for(
         rec = lookup_txn(event.transaction_id)
         if rec is None:
             return []
-        keys = [f"fraud:card:{rec.card_id}", f"fraud:acct:{rec.account_id}",
-                f"fraud:merch:{rec.merchant_id}"]
+        keys = [
+            f"fraud:card:{rec.card_id}",
+            f"fraud:acct:{rec.account_id}",
+            f"fraud:merch:{rec.merchant_id}",
+        ]
         if rec.device_id is not None:
             keys.append(f"fraud:dev:{rec.device_id}")
         if rec.ip is not None:
@@ -183,13 +187,26 @@ def compute_features(p: Payment, store: FeatureStore) -> FeatureVector:
     acct_24h, acct_sum_24h = win(f"acct:{a}", DAY)
     acct_30d, acct_sum_30d = win(f"acct:{a}", 30 * DAY)
     mean_30d = acct_sum_30d / acct_30d if acct_30d else p.amount
-    v += [card_1m, card_1h, card_24h, math.log1p(card_sum_1h), math.log1p(card_sum_24h),
-          acct_1h, acct_24h, math.log1p(acct_sum_24h), p.amount / max(mean_30d, 0.01)]
+    v += [
+        card_1m,
+        card_1h,
+        card_24h,
+        math.log1p(card_sum_1h),
+        math.log1p(card_sum_24h),
+        acct_1h,
+        acct_24h,
+        math.log1p(acct_sum_24h),
+        p.amount / max(mean_30d, 0.01),
+    ]
     if d is not None:
         dev_1h, _ = win(f"dev:{d}", HOUR)
         dev_24h, _ = win(f"dev:{d}", DAY)
-        v += [dev_1h, dev_24h, distinct(f"dev_acct:{d}", 5 * MINUTE),
-              distinct(f"dev_acct:{d}", DAY)]
+        v += [
+            dev_1h,
+            dev_24h,
+            distinct(f"dev_acct:{d}", 5 * MINUTE),
+            distinct(f"dev_acct:{d}", DAY),
+        ]
     else:
         v += [0.0, 0.0, 0.0, 0.0]
     v.append(distinct(f"ip_acct:{ip}", DAY) if ip is not None else 0.0)

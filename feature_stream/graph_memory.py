@@ -125,8 +125,15 @@ class InMemoryGraphStore(GraphStore):
             return
         ts = e.event_time.timestamp()
         rec = TxnRecord(
-            e.event_id, ts, e.account_id, e.card_id, e.merchant_id, e.device_id, e.ip,
-            e.amount, e.channel,
+            e.event_id,
+            ts,
+            e.account_id,
+            e.card_id,
+            e.merchant_id,
+            e.device_id,
+            e.ip,
+            e.amount,
+            e.channel,
         )
         self._txns[e.event_id] = rec
         t = (TXN, e.event_id)

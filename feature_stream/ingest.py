@@ -76,8 +76,11 @@ class Ingestor:
         expected = TOPICS[event.type]
         if record.topic and record.topic != expected:
             self.dead_letters.send(
-                dead_letter(record, "type", f"a {event.type} event on topic {record.topic!r} "
-                                            f"(expected {expected!r})")
+                dead_letter(
+                    record,
+                    "type",
+                    f"a {event.type} event on topic {record.topic!r} (expected {expected!r})",
+                )
             )
             self.stats.dead_letters += 1
             return None

@@ -65,19 +65,21 @@ def load_artifact(path: Path) -> ModelBundle:
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
-        raise FileNotFoundError(f"no model artifact at {path} (missing manifest.json); "
-                                "train one with `riskgraph train`")
+        raise FileNotFoundError(
+            f"no model artifact at {path} (missing manifest.json); train one with `riskgraph train`"
+        )
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("artifact_format") != ARTIFACT_FORMAT:
-        raise ValueError(f"artifact format {manifest.get('artifact_format')} is not "
-                         f"{ARTIFACT_FORMAT}")
+        raise ValueError(
+            f"artifact format {manifest.get('artifact_format')} is not {ARTIFACT_FORMAT}"
+        )
     if manifest.get("feature_schema") != list(FEATURE_NAMES):
         raise ValueError("artifact feature schema differs from this build's FEATURE_NAMES")
     gnn = TemporalHeteroGNN(**manifest["gnn_config"])
     gnn.load_state_dict(torch.load(path / "gnn.pt", map_location="cpu", weights_only=True))
     gnn.eval()
     with open(path / "baseline.pkl", "rb") as fh:
-        baseline = pickle.load(fh)  # noqa: S301 - artifacts are produced by our own training
+        baseline = pickle.load(fh)
     if not isinstance(baseline, TreeBaseline):
         raise TypeError("baseline.pkl does not hold a TreeBaseline")
     return ModelBundle(gnn, baseline, manifest)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 
@@ -17,15 +16,20 @@ class TreeBaseline:
 
     def __init__(self, seed: int = 0, max_iter: int = 300, learning_rate: float = 0.05) -> None:
         self.model = HistGradientBoostingClassifier(
-            max_iter=max_iter, learning_rate=learning_rate, max_leaf_nodes=31,
-            l2_regularization=1.0, early_stopping=True, validation_fraction=0.15,
-            n_iter_no_change=30, random_state=seed,
+            max_iter=max_iter,
+            learning_rate=learning_rate,
+            max_leaf_nodes=31,
+            l2_regularization=1.0,
+            early_stopping=True,
+            validation_fraction=0.15,
+            n_iter_no_change=30,
+            random_state=seed,
         )
 
-    def fit(self, x: Sequence[Sequence[float]], y: Sequence[int]) -> TreeBaseline:
+    def fit(self, x: ArrayLike, y: ArrayLike) -> TreeBaseline:
         self.model.fit(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=int))
         return self
 
-    def predict(self, x: Sequence[Sequence[float]]) -> np.ndarray:
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """Fraud probabilities ``[N]`` in [0, 1]."""
         return self.model.predict_proba(np.asarray(x, dtype=np.float64))[:, 1]

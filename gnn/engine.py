@@ -49,14 +49,22 @@ class Scored:
     features: dict[str, float]
 
 
-def prepare(payments: Sequence[Payment], graph: GraphStore, features: FeatureStore,
-            fanouts: Sequence[int], with_subgraphs: bool = True) -> Prepared:
+def prepare(
+    payments: Sequence[Payment],
+    graph: GraphStore,
+    features: FeatureStore,
+    fanouts: Sequence[int],
+    with_subgraphs: bool = True,
+) -> Prepared:
     """Online features and sampled neighbourhoods of payments, each at its own event time."""
     t0 = time.perf_counter()
     feats = [compute_features(p, features) for p in payments]
     t1 = time.perf_counter()
-    subgraphs = (graph.sample(payments, fanouts) if with_subgraphs
-                 else [Subgraph(t=p.event_time.timestamp()) for p in payments])
+    subgraphs = (
+        graph.sample(payments, fanouts)
+        if with_subgraphs
+        else [Subgraph(t=p.event_time.timestamp()) for p in payments]
+    )
     t2 = time.perf_counter()
     return Prepared(feats, subgraphs, {"features": (t1 - t0) * 1e3, "sampling": (t2 - t1) * 1e3})
 
@@ -64,8 +72,9 @@ def prepare(payments: Sequence[Payment], graph: GraphStore, features: FeatureSto
 class ScoringEngine:
     """Scores payments against a graph store and a feature store with a loaded artifact."""
 
-    def __init__(self, bundle: ModelBundle, graph: GraphStore, features: FeatureStore,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self, bundle: ModelBundle, graph: GraphStore, features: FeatureStore, device: str = "cpu"
+    ) -> None:
         self.bundle = bundle
         self.graph = graph
         self.features = features
@@ -75,8 +84,9 @@ class ScoringEngine:
     def prepare(self, payments: Sequence[Payment], with_subgraphs: bool = True) -> Prepared:
         return prepare(payments, self.graph, self.features, self.bundle.fanouts, with_subgraphs)
 
-    def score(self, payments: Sequence[Payment], use_gnn: bool = True
-              ) -> tuple[list[Scored], dict[str, float]]:
+    def score(
+        self, payments: Sequence[Payment], use_gnn: bool = True
+    ) -> tuple[list[Scored], dict[str, float]]:
         """Score a batch. ``use_gnn=False`` serves the tree fallback and skips sampling."""
         if not payments:
             return [], {}
@@ -97,9 +107,13 @@ class ScoringEngine:
         for i, s in enumerate(scores):
             fd = prep.features[i].as_dict()
             sg = prep.subgraphs[i] if use_gnn else None
-            out.append(Scored(
-                score=min(1.0, max(0.0, float(s))) if math.isfinite(s) else 1.0,
-                served_by=served, reasons=reason_codes(fd, sg),
-                max_time_used=prep.max_time_used(i), features=fd,
-            ))
+            out.append(
+                Scored(
+                    score=min(1.0, max(0.0, float(s))) if math.isfinite(s) else 1.0,
+                    served_by=served,
+                    reasons=reason_codes(fd, sg),
+                    max_time_used=prep.max_time_used(i),
+                    features=fd,
+                )
+            )
         return out, prep.timings_ms

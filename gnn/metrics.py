@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
-def recall_at_fpr(y_true: Sequence[int], scores: Sequence[float], fpr: float) -> float:
+def recall_at_fpr(y_true: ArrayLike, scores: ArrayLike, fpr: float) -> float:
     """Share of positives caught when the threshold lets through at most ``fpr`` of negatives.
 
     The threshold is the ``1 - fpr`` quantile of negative scores; positives strictly above it
@@ -24,7 +23,7 @@ def recall_at_fpr(y_true: Sequence[int], scores: Sequence[float], fpr: float) ->
     return float((s[y] > threshold).mean())
 
 
-def summary(y_true: Sequence[int], scores: Sequence[float]) -> dict[str, float]:
+def summary(y_true: ArrayLike, scores: ArrayLike) -> dict[str, float]:
     """AUPRC (average precision), ROC AUC, recall at 0.1% and 1% FPR, positives, count."""
     y = np.asarray(y_true, dtype=int)
     s = np.asarray(scores, dtype=float)

@@ -11,6 +11,9 @@ from gnn.tensorize import IN_DIMS, GraphBatch
 
 
 class TemporalHeteroGNN(nn.Module):
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+
     """Per-type encoders → ``layers`` rounds of relation-wise GraphSAGE (mean aggregation, so
     the output does not depend on neighbour order) with residuals → the query transaction's
     embedding, concatenated with its encoded online features → logit.
@@ -24,11 +27,16 @@ class TemporalHeteroGNN(nn.Module):
             the state dict so a loaded model needs nothing else.
     """
 
-    def __init__(self, n_features: int, hidden: int = 64, layers: int = 3,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, n_features: int, hidden: int = 64, layers: int = 3, dropout: float = 0.1
+    ) -> None:
         super().__init__()
-        self.config = {"n_features": n_features, "hidden": hidden, "layers": layers,
-                       "dropout": dropout}
+        self.config = {
+            "n_features": n_features,
+            "hidden": hidden,
+            "layers": layers,
+            "dropout": dropout,
+        }
         self.encoders = nn.ModuleDict({t: nn.Linear(IN_DIMS[t], hidden) for t in NODE_TYPES})
         self.convs = nn.ModuleList(
             HeteroConv({et: SAGEConv(hidden, hidden) for et in message_edge_types()}, aggr="sum")

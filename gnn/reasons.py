@@ -30,12 +30,14 @@ _FEATURE_RULES: list[tuple[str, int, str, float]] = [
 def reason_codes(features: dict[str, float], subgraph: Subgraph | None, top: int = 3) -> list[str]:
     """The ``top`` most severe reasons that apply, most severe first."""
     hits: list[tuple[int, str]] = [
-        (sev, code) for code, sev, name, threshold in _FEATURE_RULES
+        (sev, code)
+        for code, sev, name, threshold in _FEATURE_RULES
         if features.get(name, 0.0) >= threshold
     ]
     if subgraph is not None:
         fraud_nearby = sum(
-            1 for i in range(1, subgraph.num_nodes)
+            1
+            for i in range(1, subgraph.num_nodes)
             if subgraph.node_type[i] == 0 and subgraph.node_attr[i][2] == LABEL_FRAUD
         )
         if fraud_nearby:

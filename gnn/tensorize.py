@@ -73,20 +73,27 @@ def tensorize(subgraphs: Sequence[Subgraph], features: Sequence[Sequence[float]]
             pos[i] = len(bucket)
             a0, a1, a2, a3 = g.node_attr[i]
             if nt == TXN:
-                bucket.append([
-                    math.log1p(a0), _age(a1),
-                    1.0 if a2 == LABEL_FRAUD else 0.0,
-                    1.0 if a2 == LABEL_LEGIT else 0.0,
-                    1.0 if a2 == LABEL_UNKNOWN else 0.0,
-                    1.0 if i == 0 else 0.0,
-                    1.0 if a3 == 0.0 else 0.0,
-                    1.0 if a3 == 1.0 else 0.0,
-                ])
+                bucket.append(
+                    [
+                        math.log1p(a0),
+                        _age(a1),
+                        1.0 if a2 == LABEL_FRAUD else 0.0,
+                        1.0 if a2 == LABEL_LEGIT else 0.0,
+                        1.0 if a2 == LABEL_UNKNOWN else 0.0,
+                        1.0 if i == 0 else 0.0,
+                        1.0 if a3 == 0.0 else 0.0,
+                        1.0 if a3 == 1.0 else 0.0,
+                    ]
+                )
             else:
-                bucket.append([
-                    math.log1p(a0), _age(a1), 1.0 if a0 > 0 else 0.0,
-                    1.0 if g.node_hop[i] == 1 else 0.0,
-                ])
+                bucket.append(
+                    [
+                        math.log1p(a0),
+                        _age(a1),
+                        1.0 if a0 > 0 else 0.0,
+                        1.0 if g.node_hop[i] == 1 else 0.0,
+                    ]
+                )
         root.append(pos[0])
         nt_of = g.node_type
         for s, d, r in zip(g.src, g.dst, g.rel, strict=True):
@@ -97,8 +104,9 @@ def tensorize(subgraphs: Sequence[Subgraph], features: Sequence[Sequence[float]]
             lst[0].append(pos[s])
             lst[1].append(pos[d])
     x = {
-        NODE_TYPES[t]: (torch.tensor(r, dtype=torch.float32) if r
-                        else torch.zeros((0, IN_DIMS[NODE_TYPES[t]])))
+        NODE_TYPES[t]: (
+            torch.tensor(r, dtype=torch.float32) if r else torch.zeros((0, IN_DIMS[NODE_TYPES[t]]))
+        )
         for t, r in enumerate(rows)
     }
     edge_index = {
@@ -106,6 +114,8 @@ def tensorize(subgraphs: Sequence[Subgraph], features: Sequence[Sequence[float]]
         for (s, r, d), (a, b) in edges.items()
     }
     return GraphBatch(
-        x, edge_index, torch.tensor(root, dtype=torch.long),
+        x,
+        edge_index,
+        torch.tensor(root, dtype=torch.long),
         torch.tensor([list(f) for f in features], dtype=torch.float32),
     )

@@ -51,11 +51,16 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fit_time: datetime | None = Field(
-        None, description="When training runs; default: the last event time minus holdout_days")
+        None, description="When training runs; default: the last event time minus holdout_days"
+    )
     holdout_days: float = Field(7.0, ge=0, description="Days at the end never read by training")
     warmup_days: float = Field(3.0, ge=0, description="Days of history before the first example")
-    label_delay_days: float = Field(7.0, ge=0, description="Gap before fit_time left out of "
-                                    "training because its labels have not all arrived")
+    label_delay_days: float = Field(
+        7.0,
+        ge=0,
+        description="Gap before fit_time left out of "
+        "training because its labels have not all arrived",
+    )
     val_days: float = Field(4.0, gt=0, description="Validation window length (days)")
     negative_rate: float = Field(0.3, gt=0, le=1, description="Share of legit payments kept")
     fanouts: tuple[int, ...] = Field((15, 10), description="Per-hop sampling caps")
@@ -108,7 +113,7 @@ def stream_end(stream_dir: Path) -> float:
     manifest = Path(stream_dir) / "manifest.json"
     if manifest.exists():
         m = json.loads(manifest.read_text())
-        last = m.get("last_payment_time") or m.get("last_event_time")
+        last = m.get("files", {}).get("payments.jsonl", {}).get("last_event_time")
         if last:
             return datetime.fromisoformat(last).timestamp()
     last_ts = float("-inf")
@@ -118,8 +123,15 @@ def stream_end(stream_dir: Path) -> float:
     return last_ts
 
 
-def _batches(payments: list[Payment], targets: list[int], hist: History, cfg: TrainConfig,
-             rng: random.Random, progress: bool, desc: str) -> list[tuple[GraphBatch, torch.Tensor]]:
+def _batches(
+    payments: list[Payment],
+    targets: list[int],
+    hist: History,
+    cfg: TrainConfig,
+    rng: random.Random,
+    progress: bool,
+    desc: str,
+) -> list[tuple[GraphBatch, torch.Tensor]]:
     order = list(range(len(payments)))
     rng.shuffle(order)
     out = []
@@ -132,14 +144,17 @@ def _batches(payments: list[Payment], targets: list[int], hist: History, cfg: Tr
     return out
 
 
-def _split(hist: History, fit: float, cfg: TrainConfig, rng: random.Random
-           ) -> Iterator[tuple[str, list[Payment], list[int]]]:
+def _split(
+    hist: History, fit: float, cfg: TrainConfig, rng: random.Random
+) -> Iterator[tuple[str, list[Payment], list[int]]]:
     val_end = fit - cfg.label_delay_days * DAY
     val_start = val_end - cfg.val_days * DAY
     train_start = hist.first_ts + cfg.warmup_days * DAY
     if not train_start < val_start:
-        raise ValueError("not enough history for warm-up, training, validation and label delay: "
-                         f"{(fit - hist.first_ts) / DAY:.1f} days before fit_time")
+        raise ValueError(
+            "not enough history for warm-up, training, validation and label delay: "
+            f"{(fit - hist.first_ts) / DAY:.1f} days before fit_time"
+        )
     for name, lo, hi in (("train", train_start, val_start), ("val", val_start, val_end)):
         ps, ys = [], []
         for p in hist.payments:
@@ -154,8 +169,12 @@ def _split(hist: History, fit: float, cfg: TrainConfig, rng: random.Random
         yield name, ps, ys
 
 
-def _fit_gnn(train: list[tuple[GraphBatch, torch.Tensor]], val: list[tuple[GraphBatch, torch.Tensor]],
-             cfg: TrainConfig, progress: bool) -> tuple[TemporalHeteroGNN, list[dict[str, float]]]:
+def _fit_gnn(
+    train: list[tuple[GraphBatch, torch.Tensor]],
+    val: list[tuple[GraphBatch, torch.Tensor]],
+    cfg: TrainConfig,
+    progress: bool,
+) -> tuple[TemporalHeteroGNN, list[dict[str, float]]]:
     torch.manual_seed(cfg.seed)
     model = TemporalHeteroGNN(len(FEATURE_NAMES), hidden=cfg.hidden, layers=len(cfg.fanouts) + 1)
     feats = torch.cat([b.features for b, _ in train])
@@ -179,7 +198,7 @@ def _fit_gnn(train: list[tuple[GraphBatch, torch.Tensor]], val: list[tuple[Graph
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-            total += float(loss) * len(y)
+            total += loss.item() * len(y)
         sched.step()
         model.eval()
         with torch.inference_mode():
@@ -196,8 +215,13 @@ def _fit_gnn(train: list[tuple[GraphBatch, torch.Tensor]], val: list[tuple[Graph
     return model, history
 
 
-def train(stream_dir: Path, out_dir: Path, cfg: TrainConfig, progress: bool = True,
-          history: History | None = None) -> tuple[ModelBundle, dict[str, Any]]:
+def train(
+    stream_dir: Path,
+    out_dir: Path,
+    cfg: TrainConfig,
+    progress: bool = True,
+    history: History | None = None,
+) -> tuple[ModelBundle, dict[str, Any]]:
     """Train the GNN and the tree baseline; write the artifact to ``out_dir``.
 
     Pass ``history`` to reuse stores already loaded up to ``fit_time``.
@@ -206,18 +230,24 @@ def train(stream_dir: Path, out_dir: Path, cfg: TrainConfig, progress: bool = Tr
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
-    fit = (cfg.fit_time.timestamp() if cfg.fit_time is not None
-           else stream_end(stream_dir) - cfg.holdout_days * DAY)
-    hist = history if history is not None else load_history(stream_dir, until=fit,
-                                                              progress=progress)
+    fit = (
+        cfg.fit_time.timestamp()
+        if cfg.fit_time is not None
+        else stream_end(stream_dir) - cfg.holdout_days * DAY
+    )
+    hist = (
+        history if history is not None else load_history(stream_dir, until=fit, progress=progress)
+    )
     if hist.last_ts >= fit:
         raise ValueError("history holds events at or after fit_time")
     rng = random.Random(cfg.seed)
     splits = {name: (ps, ys) for name, ps, ys in _split(hist, fit, cfg, rng)}
-    for name, (ps, ys) in splits.items():
+    for name, (_, ys) in splits.items():
         if sum(ys) == 0 or sum(ys) == len(ys):
-            raise ValueError(f"the {name} window needs both fraud and legit payments "
-                             f"({sum(ys)} of {len(ys)} are fraud)")
+            raise ValueError(
+                f"the {name} window needs both fraud and legit payments "
+                f"({sum(ys)} of {len(ys)} are fraud)"
+            )
     train_b = _batches(*splits["train"], hist, cfg, rng, progress, "sample train")
     val_b = _batches(*splits["val"], hist, cfg, rng, progress, "sample val")
 
@@ -230,47 +260,60 @@ def train(stream_dir: Path, out_dir: Path, cfg: TrainConfig, progress: bool = Tr
     with torch.inference_mode():
         gnn_val = torch.cat([gnn.predict(b) for b, _ in val_b]).numpy()
     metrics = {
-        "val": {"gnn": summary(y_val, gnn_val), "baseline": summary(y_val, baseline.predict(x_val))},
-        "train_examples": len(y_train), "train_positives": int(y_train.sum()),
-        "training_curve": curve, "seconds": time.perf_counter() - t_start,
+        "val": {
+            "gnn": summary(y_val, gnn_val),
+            "baseline": summary(y_val, baseline.predict(x_val)),
+        },
+        "train_examples": len(y_train),
+        "train_positives": int(y_train.sum()),
+        "training_curve": curve,
+        "seconds": time.perf_counter() - t_start,
     }
-    digest = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
-                            + str(fit).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(
+        json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode() + str(fit).encode()
+    ).hexdigest()[:8]
     version = f"gnn-{datetime.fromtimestamp(fit, UTC):%Y%m%d}-{digest}"
     manifest = {
-        "version": version, "created_at": datetime.now(UTC).isoformat(),
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(),
         "fit_time": datetime.fromtimestamp(fit, UTC).isoformat(),
-        "fanouts": list(cfg.fanouts), "train_config": cfg.model_dump(mode="json"),
-        "metrics": metrics, "stream": str(stream_dir),
+        "fanouts": list(cfg.fanouts),
+        "train_config": cfg.model_dump(mode="json"),
+        "metrics": metrics,
+        "stream": str(stream_dir),
     }
     bundle = ModelBundle(gnn, baseline, manifest)
     save_artifact(out_dir, bundle, _model_card(manifest))
     return bundle, metrics
 
 
+def _row(name: str, m: dict[str, float]) -> str:
+    return f"| {name} | {m['auprc']:.3f} | {m['roc_auc']:.3f} | {m['recall_at_fpr_1%']:.3f} |"
+
+
 def _model_card(m: dict[str, Any]) -> str:
     v = m["metrics"]["val"]
-    return f"""# Model card — {m['version']}
+    return f"""# Model card — {m["version"]}
 
 **Intended use.** Scoring payment transactions for fraud from their temporal neighbourhood in
 the riskgraph graph (payments, devices, social links), with a gradient-boosted-tree fallback.
 Scores support review and decline decisions together with the decision policy; they are not a
 sole basis for adverse action.
 
-**Training data.** Stream `{m['stream']}`, events before {m['fit_time']}. Targets are fraud
-labels known before that time; the last {m['train_config']['label_delay_days']} days before it
+**Training data.** Stream `{m["stream"]}`, events before {m["fit_time"]}. Targets are fraud
+labels known before that time; the last {m["train_config"]["label_delay_days"]} days before it
 are left out because their labels are incomplete.
 
 **Inputs.** {len(FEATURE_NAMES)} online features (schema version in manifest.json) and a
-{len(m['fanouts'])}-hop temporal sample with fan-outs {m['fanouts']} (only edges before the
+{len(m["fanouts"])}-hop temporal sample with fan-outs {m["fanouts"]} (only edges before the
 payment's time).
 
 **Validation (later window).**
 
 | model | AUPRC | ROC AUC | recall @ 1% FPR |
 |---|---|---|---|
-| GNN | {v['gnn']['auprc']:.3f} | {v['gnn']['roc_auc']:.3f} | {v['gnn']['recall_at_fpr_1%']:.3f} |
-| tree baseline | {v['baseline']['auprc']:.3f} | {v['baseline']['roc_auc']:.3f} | {v['baseline']['recall_at_fpr_1%']:.3f} |
+{_row("GNN", v["gnn"])}
+{_row("tree baseline", v["baseline"])}
 
 **Limits.** Trained on the data above; entities never seen before get only their own-payment
 features. Re-validate before use on another population.

@@ -92,8 +92,9 @@ class FileAuditSink(AuditSink):
         with self._lock:
             full = {"seq": self._seq, "prev": self._prev, **body}
             h = chain_hash(self._prev, full)
-            self._fh.write(json.dumps({**full, "hash": h}, separators=(",", ":"), default=str)
-                           + "\n")
+            self._fh.write(
+                json.dumps({**full, "hash": h}, separators=(",", ":"), default=str) + "\n"
+            )
             self._fh.flush()
             receipt = Receipt(self._seq, h)
             self._seq += 1
@@ -129,7 +130,7 @@ def verify_audit_log(path: Path) -> VerifyResult:
     """Walk the chain; report the first record (0-based line) that does not verify."""
     prev, n = GENESIS, 0
     with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh):  # noqa: B007 - n is used after the loop
+        for n, line in enumerate(fh):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:

@@ -12,9 +12,16 @@ from pathlib import Path
 def _cmd_generate(args: argparse.Namespace) -> int:
     from feature_stream.generator import GeneratorConfig, generate
 
-    overrides = {k: v for k, v in {"seed": args.seed, "n_accounts": args.accounts,
-                                   "days": args.days, "invalid_rate": args.invalid_rate}.items()
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "seed": args.seed,
+            "n_accounts": args.accounts,
+            "days": args.days,
+            "invalid_rate": args.invalid_rate,
+        }.items()
+        if v is not None
+    }
     manifest = generate(GeneratorConfig(**overrides), Path(args.out), progress=not args.quiet)
     print(json.dumps({k: manifest[k] for k in manifest if k != "config"}, indent=2, default=str))
     return 0
@@ -51,8 +58,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(workdir=Path(args.workdir), seed=args.seed, accounts=args.accounts,
-                     days=args.days, epochs=args.epochs, max_api_payments=args.max_api_payments)
+    cfg = DemoConfig(
+        workdir=Path(args.workdir),
+        seed=args.seed,
+        accounts=args.accounts,
+        days=args.days,
+        epochs=args.epochs,
+        max_api_payments=args.max_api_payments,
+    )
     summary = run_demo(cfg, progress=not args.quiet)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="riskgraph",
         description="Real-time fraud scoring with a GNN over a streaming graph of payments, "
-                    "devices and social links.",
+        "devices and social links.",
         epilog="Start with `riskgraph demo`: it generates data, trains, serves and reports.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -96,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="artifact directory to write")
     t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--holdout-days", type=float, default=7.0,
-                   help="days at the end of the stream that training never reads")
+    t.add_argument(
+        "--holdout-days",
+        type=float,
+        default=7.0,
+        help="days at the end of the stream that training never reads",
+    )
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 
@@ -108,23 +125,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.set_defaults(func=_cmd_serve)
 
-    d = sub.add_parser("demo", help="generate → ingest → train → serve → replay over HTTP → "
-                                    "summary, on embedded defaults")
+    d = sub.add_parser(
+        "demo",
+        help="generate → ingest → train → serve → replay over HTTP → summary, on embedded defaults",
+    )
     d.add_argument("--out", help="also write the summary as JSON to this file")
     d.add_argument("--workdir", default="runs/demo", help="where data, model and logs go")
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--accounts", type=int, default=None, help="override the generator size")
     d.add_argument("--days", type=int, default=None, help="override the days simulated")
     d.add_argument("--epochs", type=int, default=12)
-    d.add_argument("--max-api-payments", type=int, default=None,
-                   help="cap the payments replayed through the API (default: all)")
+    d.add_argument(
+        "--max-api-payments",
+        type=int,
+        default=None,
+        help="cap the payments replayed through the API (default: all)",
+    )
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_cmd_demo)
 
     a = sub.add_parser("audit", help="audit log tools")
     asub = a.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    av = asub.add_parser("verify", help="check a hash-chained audit log; names the first bad "
-                                        "record")
+    av = asub.add_parser(
+        "verify", help="check a hash-chained audit log; names the first bad record"
+    )
     av.add_argument("path")
     av.set_defaults(func=_cmd_audit_verify)
     return p
@@ -132,9 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format='{"t":"%(asctime)s","level":"%(levelname)s",'
-                               '"logger":"%(name)s","msg":"%(message)s"}')
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format='{"t":"%(asctime)s","level":"%(levelname)s",'
+        '"logger":"%(name)s","msg":"%(message)s"}',
+    )
     return int(args.func(args))
 
 

@@ -45,29 +45,48 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def build_container(settings: Settings, *, bundle: ModelBundle | None = None,
-                    graph: GraphStore | None = None, features: FeatureStore | None = None,
-                    audit: AuditSink | None = None, dead_letters: EventSink | None = None,
-                    policy: PolicyEvaluator | None = None) -> Container:
+def build_container(
+    settings: Settings,
+    *,
+    bundle: ModelBundle | None = None,
+    graph: GraphStore | None = None,
+    features: FeatureStore | None = None,
+    audit: AuditSink | None = None,
+    dead_letters: EventSink | None = None,
+    policy: PolicyEvaluator | None = None,
+) -> Container:
     """Build every port; any of them can be passed in (tests, the demo's warm stores)."""
     if settings.mode != "embedded" and (graph is None or features is None):
-        raise NotImplementedError("service mode backends (Neo4j, Redis) are wired by the "
-                                  "streaming deployment; pass graph= and features=")
+        raise NotImplementedError(
+            "service mode backends (Neo4j, Redis) are wired by the "
+            "streaming deployment; pass graph= and features="
+        )
     graph = graph if graph is not None else InMemoryGraphStore()
     features = features if features is not None else InMemoryFeatureStore()
-    dead_letters = dead_letters if dead_letters is not None else FileEventSink(
-        settings.dead_letter_path)
+    dead_letters = (
+        dead_letters if dead_letters is not None else FileEventSink(settings.dead_letter_path)
+    )
     ingestor = Ingestor(graph, features, dead_letters)
     if settings.history_dir is not None and graph.stats()["edges"] == 0:
         from feature_stream.event_io import FileEventSource
 
         ingestor.run(FileEventSource(settings.history_dir))
     bundle = bundle if bundle is not None else load_artifact(settings.model_dir)
-    policy = policy if policy is not None else BuiltinPolicy(
-        settings.review_threshold, settings.decline_threshold)
+    policy = (
+        policy
+        if policy is not None
+        else BuiltinPolicy(settings.review_threshold, settings.decline_threshold)
+    )
     audit = audit if audit is not None else FileAuditSink(settings.audit_path)
     engine = ScoringEngine(bundle, graph, features, device=resolve_device(settings.device))
-    scoring = ScoringService(engine, ingestor, policy, audit, settings.audit_secret,
-                             shadow_baseline=settings.shadow_baseline)
-    return Container(settings, graph, features, dead_letters, ingestor, policy, audit, bundle,
-                     scoring)
+    scoring = ScoringService(
+        engine,
+        ingestor,
+        policy,
+        audit,
+        settings.audit_secret,
+        shadow_baseline=settings.shadow_baseline,
+    )
+    return Container(
+        settings, graph, features, dead_letters, ingestor, policy, audit, bundle, scoring
+    )

@@ -20,7 +20,7 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
-from feature_stream.event_io import FileEventSource, FileEventSink
+from feature_stream.event_io import FileEventSink, FileEventSource
 from feature_stream.events import InvalidEvent, parse_event
 from gnn.metrics import summary
 from gnn.train import DAY, TrainConfig, load_history, stream_end, train
@@ -53,8 +53,11 @@ class _ApiThread:
 
     def __init__(self, app: Any) -> None:
         self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", access_log=False))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
@@ -83,13 +86,15 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
-def replay_over_http(base_url: str, stream: Path, since: float, progress: bool,
-                     max_payments: int | None = None) -> list[dict[str, Any]]:
+def replay_over_http(
+    base_url: str, stream: Path, since: float, progress: bool, max_payments: int | None = None
+) -> list[dict[str, Any]]:
     """Send every event at or after ``since`` to the API in event-time order: payments to
     ``/v1/score`` one by one, other events batched to ``/v1/events`` between payments."""
     results: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
     with httpx.Client(base_url=base_url, timeout=30.0) as client:
+
         def flush() -> None:
             if pending:
                 r = client.post("/v1/events", json=pending)
@@ -112,8 +117,10 @@ def replay_over_http(base_url: str, stream: Path, since: float, progress: bool,
                     flush()
                 continue
             flush()
-            body = {"transaction_id": v["event_id"], **{k: v[k] for k in v if k not in (
-                "event_id", "type", "schema_version")}}
+            body = {
+                "transaction_id": v["event_id"],
+                **{k: v[k] for k in v if k not in ("event_id", "type", "schema_version")},
+            }
             t0 = time.perf_counter()
             r = client.post("/v1/score", json=body)
             rtt = (time.perf_counter() - t0) * 1e3
@@ -150,19 +157,31 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     ingest_rate = ingested / hist.ingest.seconds if hist.ingest.seconds else float("nan")
 
     t1 = time.perf_counter()
-    bundle, train_metrics = train(stream, model_dir, TrainConfig(epochs=cfg.epochs,
-                                                                holdout_days=cfg.holdout_days),
-                                  progress=progress, history=hist)
+    bundle, train_metrics = train(
+        stream,
+        model_dir,
+        TrainConfig(epochs=cfg.epochs, holdout_days=cfg.holdout_days),
+        progress=progress,
+        history=hist,
+    )
     t_train = time.perf_counter() - t1
 
     for old in ("audit.log", "dead-letters.jsonl"):
         (work / old).unlink(missing_ok=True)
-    settings = Settings(audit_path=work / "audit.log", dead_letter_path=work / "dead-letters.jsonl",
-                        shadow_baseline=True, default_deadline_ms=200.0)
-    container = build_container(settings, bundle=bundle, graph=hist.graph,
-                                features=hist.features,
-                                audit=FileAuditSink(work / "audit.log"),
-                                dead_letters=FileEventSink(work / "dead-letters.jsonl"))
+    settings = Settings(
+        audit_path=work / "audit.log",
+        dead_letter_path=work / "dead-letters.jsonl",
+        shadow_baseline=True,
+        default_deadline_ms=200.0,
+    )
+    container = build_container(
+        settings,
+        bundle=bundle,
+        graph=hist.graph,
+        features=hist.features,
+        audit=FileAuditSink(work / "audit.log"),
+        dead_letters=FileEventSink(work / "dead-letters.jsonl"),
+    )
     t2 = time.perf_counter()
     with _ApiThread(create_app(container)) as url:
         results = replay_over_http(url, stream, fit, progress, cfg.max_api_payments)
@@ -186,13 +205,21 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
         "ingest_events_per_s": round(ingest_rate),
         "train_seconds": round(t_train, 1),
         "model_version": bundle.version,
-        "later_window": {"payments": len(results), "fraud": int(sum(y)),
-                         "gnn": gnn_m, "baseline": base_m,
-                         "auprc_ratio_gnn_over_baseline": gnn_m["auprc"] / base_m["auprc"]},
+        "later_window": {
+            "payments": len(results),
+            "fraud": int(sum(y)),
+            "gnn": gnn_m,
+            "baseline": base_m,
+            "auprc_ratio_gnn_over_baseline": gnn_m["auprc"] / base_m["auprc"],
+        },
         "served_by": mix,
-        "api_latency_ms": {"rtt_p50": _pct(rtt, 50), "rtt_p99": _pct(rtt, 99),
-                           "server_p50": _pct(server_ms, 50), "server_p99": _pct(server_ms, 99),
-                           "server_mean": statistics.fmean(server_ms) if server_ms else None},
+        "api_latency_ms": {
+            "rtt_p50": _pct(rtt, 50),
+            "rtt_p99": _pct(rtt, 99),
+            "server_p50": _pct(server_ms, 50),
+            "server_p99": _pct(server_ms, 99),
+            "server_mean": statistics.fmean(server_ms) if server_ms else None,
+        },
         "api_seconds": round(t_api, 1),
         "validation": train_metrics["val"],
         "audit_log": str(work / "audit.log"),
@@ -209,19 +236,26 @@ def format_summary(s: dict[str, Any]) -> str:
     rows = [
         ("ingest (events/s, in-memory graph + features)", f"{s['ingest_events_per_s']:,}"),
         ("later window payments / fraud", f"{lw['payments']:,} / {lw['fraud']:,}"),
-        ("AUPRC  GNN / baseline", f"{g['auprc']:.3f} / {b['auprc']:.3f} "
-                                  f"(×{lw['auprc_ratio_gnn_over_baseline']:.2f})"),
-        ("recall @ 1% FPR  GNN / baseline",
-         f"{g['recall_at_fpr_1%']:.3f} / {b['recall_at_fpr_1%']:.3f}"),
+        (
+            "AUPRC  GNN / baseline",
+            f"{g['auprc']:.3f} / {b['auprc']:.3f} (×{lw['auprc_ratio_gnn_over_baseline']:.2f})",
+        ),
+        (
+            "recall @ 1% FPR  GNN / baseline",
+            f"{g['recall_at_fpr_1%']:.3f} / {b['recall_at_fpr_1%']:.3f}",
+        ),
         ("ROC AUC  GNN / baseline", f"{g['roc_auc']:.3f} / {b['roc_auc']:.3f}"),
         ("API latency p50 / p99 (round trip, ms)", f"{lat['rtt_p50']:.2f} / {lat['rtt_p99']:.2f}"),
-        ("API latency p50 / p99 (server, ms)",
-         f"{lat['server_p50']:.2f} / {lat['server_p99']:.2f}"),
+        (
+            "API latency p50 / p99 (server, ms)",
+            f"{lat['server_p50']:.2f} / {lat['server_p99']:.2f}",
+        ),
         ("served by", ", ".join(f"{k}: {v}" for k, v in s["served_by"].items())),
         ("model version", s["model_version"]),
         ("total time (s)", f"{s['total_seconds']}"),
     ]
     w = max(len(k) for k, _ in rows)
     line = "-" * (w + 30)
-    return "\n".join(["riskgraph demo summary", line,
-                      *(f"{k.ljust(w)}  {v}" for k, v in rows), line])
+    return "\n".join(
+        ["riskgraph demo summary", line, *(f"{k.ljust(w)}  {v}" for k, v in rows), line]
+    )

@@ -67,8 +67,13 @@ class BuiltinPolicy(PolicyEvaluator):
 
     revision = "builtin-1"
 
-    def __init__(self, review_threshold: float = 0.5, decline_threshold: float = 0.9,
-                 device_farm_accounts: int = 3, kill_switch: bool = False) -> None:
+    def __init__(
+        self,
+        review_threshold: float = 0.5,
+        decline_threshold: float = 0.9,
+        device_farm_accounts: int = 3,
+        kill_switch: bool = False,
+    ) -> None:
         self.review_threshold = review_threshold
         self.decline_threshold = decline_threshold
         self.device_farm_accounts = device_farm_accounts

@@ -46,8 +46,15 @@ class GateDenied(Exception):
 class ScoringService:
     """Serialises scoring over the embedded stores (they are single-writer)."""
 
-    def __init__(self, engine: ScoringEngine, ingestor: Ingestor, policy: PolicyEvaluator,
-                 audit: AuditSink, audit_secret: str, shadow_baseline: bool = False) -> None:
+    def __init__(
+        self,
+        engine: ScoringEngine,
+        ingestor: Ingestor,
+        policy: PolicyEvaluator,
+        audit: AuditSink,
+        audit_secret: str,
+        shadow_baseline: bool = False,
+    ) -> None:
         self.engine = engine
         self.ingestor = ingestor
         self.policy = policy
@@ -62,16 +69,27 @@ class ScoringService:
         body = json.dumps(payload, sort_keys=True, default=str).encode()
         return hmac.new(self.audit_key, body, hashlib.sha256).hexdigest()
 
-    def score(self, payment: Payment, tenant: str, caller: str, deadline_ms: float,
-              payload: dict[str, Any]) -> ScoreOutcome:
+    def score(
+        self,
+        payment: Payment,
+        tenant: str,
+        caller: str,
+        deadline_ms: float,
+        payload: dict[str, Any],
+    ) -> ScoreOutcome:
         t_start = time.perf_counter()
         lat: dict[str, float] = {}
         with self._lock:
             t0 = time.perf_counter()
             lat["queue"] = (t0 - t_start) * 1e3
-            gate_input = {"client": {"id": caller, "tenant": tenant},
-                          "request": {"tenant": tenant, "purpose": "payment_authorisation",
-                                      "model_version": self.engine.bundle.version}}
+            gate_input = {
+                "client": {"id": caller, "tenant": tenant},
+                "request": {
+                    "tenant": tenant,
+                    "purpose": "payment_authorisation",
+                    "model_version": self.engine.bundle.version,
+                },
+            }
             try:
                 gate = self.policy.gate(gate_input)
             finally:
@@ -89,14 +107,22 @@ class ScoringService:
                 self._gnn_ms = 0.9 * self._gnn_ms + 0.1 * cost
             shadow = None
             if self.shadow_baseline:
-                shadow = {"baseline": float(self.engine.bundle.baseline.predict(
-                    [list(s.features.values())])[0])}
+                shadow = {
+                    "baseline": float(
+                        self.engine.bundle.baseline.predict([list(s.features.values())])[0]
+                    )
+                }
             t1 = time.perf_counter()
-            decision = self.policy.decide({"tenant": tenant, "score": s.score,
-                                           "amount": payment.amount, "currency": payment.currency,
-                                           "features": s.features,
-                                           "model": {"version": self.engine.bundle.version,
-                                                     "served_by": s.served_by}})
+            decision = self.policy.decide(
+                {
+                    "tenant": tenant,
+                    "score": s.score,
+                    "amount": payment.amount,
+                    "currency": payment.currency,
+                    "features": s.features,
+                    "model": {"version": self.engine.bundle.version, "served_by": s.served_by},
+                }
+            )
             lat["decision_policy"] = (time.perf_counter() - t1) * 1e3
             reasons = list(dict.fromkeys(decision.reasons + s.reasons))
             # Fuse the payment after scoring it: its own score never saw it.
@@ -105,34 +131,71 @@ class ScoringService:
             lat["ingest"] = (time.perf_counter() - t2) * 1e3
             t3 = time.perf_counter()
             lat["total"] = (t3 - t_start) * 1e3
-            receipt = self.audit.append({
-                "kind": "inference", "at": datetime.now(UTC).isoformat(),
-                "request_id": payment.event_id, "caller": caller, "tenant": tenant,
-                "input_hash": self.input_hash(payload),
-                "policy": {"gate": gate.revision, "decision": decision.revision},
-                "model_version": self.engine.bundle.version, "served_by": s.served_by,
-                "score": round(s.score, 6), "action": decision.action, "reasons": reasons,
-                "latency_ms": round(lat["total"], 3),
-            })
+            receipt = self.audit.append(
+                {
+                    "kind": "inference",
+                    "at": datetime.now(UTC).isoformat(),
+                    "request_id": payment.event_id,
+                    "caller": caller,
+                    "tenant": tenant,
+                    "input_hash": self.input_hash(payload),
+                    "policy": {"gate": gate.revision, "decision": decision.revision},
+                    "model_version": self.engine.bundle.version,
+                    "served_by": s.served_by,
+                    "score": round(s.score, 6),
+                    "action": decision.action,
+                    "reasons": reasons,
+                    "latency_ms": round(lat["total"], 3),
+                }
+            )
             lat["audit"] = (time.perf_counter() - t3) * 1e3
-        return ScoreOutcome(payment, s.score, decision.action, reasons, s.served_by,
-                            self.engine.bundle.version, decision.revision, lat,
-                            {"seq": receipt.seq, "hash": receipt.hash}, shadow)
+        return ScoreOutcome(
+            payment,
+            s.score,
+            decision.action,
+            reasons,
+            s.served_by,
+            self.engine.bundle.version,
+            decision.revision,
+            lat,
+            {"seq": receipt.seq, "hash": receipt.hash},
+            shadow,
+        )
 
-    def _audit_denied(self, payment: Payment, tenant: str, caller: str,
-                      payload: dict[str, Any], reasons: list[str], revision: str) -> None:
-        self.audit.append({
-            "kind": "inference_denied", "at": datetime.now(UTC).isoformat(),
-            "request_id": payment.event_id, "caller": caller, "tenant": tenant,
-            "input_hash": self.input_hash(payload), "policy": {"gate": revision},
-            "reasons": reasons,
-        })
+    def _audit_denied(
+        self,
+        payment: Payment,
+        tenant: str,
+        caller: str,
+        payload: dict[str, Any],
+        reasons: list[str],
+        revision: str,
+    ) -> None:
+        self.audit.append(
+            {
+                "kind": "inference_denied",
+                "at": datetime.now(UTC).isoformat(),
+                "request_id": payment.event_id,
+                "caller": caller,
+                "tenant": tenant,
+                "input_hash": self.input_hash(payload),
+                "policy": {"gate": revision},
+                "reasons": reasons,
+            }
+        )
 
-    def audit_failure(self, request_id: str, tenant: str, caller: str, payload: dict[str, Any],
-                      error: str) -> None:
+    def audit_failure(
+        self, request_id: str, tenant: str, caller: str, payload: dict[str, Any], error: str
+    ) -> None:
         """Record a request that failed closed (policy unavailable)."""
-        self.audit.append({
-            "kind": "inference_failed_closed", "at": datetime.now(UTC).isoformat(),
-            "request_id": request_id, "caller": caller, "tenant": tenant,
-            "input_hash": self.input_hash(payload), "error": error,
-        })
+        self.audit.append(
+            {
+                "kind": "inference_failed_closed",
+                "at": datetime.now(UTC).isoformat(),
+                "request_id": request_id,
+                "caller": caller,
+                "tenant": tenant,
+                "input_hash": self.input_hash(payload),
+                "error": error,
+            }
+        )

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from feature_stream.event_io import RawRecord
-from feature_stream.events import TOPICS, InvalidEvent, parse_event
+from feature_stream.events import TOPICS, InvalidEvent, Payment, parse_event
 from services.api.metrics import ApiMetrics
 from services.api.schemas import ErrorResponse, EventsResponse, ScoreRequest, ScoreResponse
 from services.container import Container
@@ -28,7 +29,7 @@ def create_app(container: Container) -> FastAPI:
         title="riskgraph scoring API",
         version="0.1.0",
         description="Real-time fraud scoring with a GNN over a streaming graph of payments, "
-                    "devices and social links.",
+        "devices and social links.",
     )
     metrics = ApiMetrics()
     app.state.container = container
@@ -36,7 +37,7 @@ def create_app(container: Container) -> FastAPI:
     settings = container.settings
 
     def get_container(request: Request) -> Container:
-        return request.app.state.container  # type: ignore[no-any-return]
+        return request.app.state.container
 
     ContainerDep = Annotated[Container, Depends(get_container)]
 
@@ -44,8 +45,9 @@ def create_app(container: Container) -> FastAPI:
     async def limit_body(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse({"detail": f"body over {settings.max_body_bytes} bytes"},
-                                status_code=413)
+            return JSONResponse(
+                {"detail": f"body over {settings.max_body_bytes} bytes"}, status_code=413
+            )
         return await call_next(request)
 
     @app.get("/healthz", tags=["ops"])
@@ -54,55 +56,81 @@ def create_app(container: Container) -> FastAPI:
 
     @app.get("/readyz", tags=["ops"])
     def readyz(c: ContainerDep) -> dict[str, Any]:
-        return {"status": "ready", "model_version": c.bundle.version,
-                "policy_revision": c.policy.revision, "graph": c.graph.stats()}
+        return {
+            "status": "ready",
+            "model_version": c.bundle.version,
+            "policy_revision": c.policy.revision,
+            "graph": c.graph.stats(),
+        }
 
     @app.get("/metrics", tags=["ops"])
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/score", response_model=ScoreResponse, tags=["scoring"],
-              responses={403: {"model": ErrorResponse}, 422: {"description": "Invalid body"},
-                         503: {"model": ErrorResponse}})
-    def score(body: ScoreRequest, c: ContainerDep,
-              x_client_id: Annotated[str, Header()] = "anonymous") -> Any:
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        tags=["scoring"],
+        responses={
+            403: {"model": ErrorResponse},
+            422: {"description": "Invalid body"},
+            503: {"model": ErrorResponse},
+        },
+    )
+    def score(
+        body: ScoreRequest, c: ContainerDep, x_client_id: Annotated[str, Header()] = "anonymous"
+    ) -> Any:
         t0 = time.perf_counter()
         payload = body.model_dump(mode="json")
-        event = {k: v for k, v in payload.items() if k not in ("tenant", "deadline_ms",
-                                                                "transaction_id")}
+        event = {
+            k: v for k, v in payload.items() if k not in ("tenant", "deadline_ms", "transaction_id")
+        }
         event["event_id"] = body.transaction_id
         event["type"] = "payment"
         event["event_time"] = (body.event_time or datetime.now(UTC)).isoformat()
         try:
-            payment = parse_event(event)
+            payment = Payment.model_validate(event)
+        except ValidationError as err:
+            first = err.errors()[0]
+            return JSONResponse(
+                {"detail": [{"loc": ["body", *map(str, first["loc"])], "msg": first["msg"]}]},
+                status_code=422,
+            )
         except InvalidEvent as exc:  # the request model already checked; belt and braces
-            return JSONResponse({"detail": [{"loc": ["body", exc.field], "msg": exc.reason}]},
-                                status_code=422)
+            return JSONResponse(
+                {"detail": [{"loc": ["body", exc.field], "msg": exc.reason}]}, status_code=422
+            )
         deadline = min(body.deadline_ms or settings.default_deadline_ms, settings.max_deadline_ms)
         try:
-            out = c.scoring.score(payment, body.tenant, x_client_id, deadline, payload)  # type: ignore[arg-type]
+            out = c.scoring.score(payment, body.tenant, x_client_id, deadline, payload)
         except GateDenied as exc:
             metrics.requests.labels("denied").inc()
             return JSONResponse({"detail": f"denied by gate policy: {exc}"}, status_code=403)
         except PolicyUnavailable as exc:
             metrics.requests.labels("failed_closed").inc()
-            c.scoring.audit_failure(body.transaction_id, body.tenant, x_client_id, payload,
-                                    str(exc))
+            c.scoring.audit_failure(
+                body.transaction_id, body.tenant, x_client_id, payload, str(exc)
+            )
             log.error("policy unavailable, failing closed: %s", exc)
-            return JSONResponse({"detail": f"policy unavailable, not scored: {exc}"},
-                                status_code=503)
+            return JSONResponse(
+                {"detail": f"policy unavailable, not scored: {exc}"}, status_code=503
+            )
         metrics.requests.labels("scored").inc()
         metrics.served.labels(out.served_by, out.action).inc()
         out.latency_ms["http"] = (time.perf_counter() - t0) * 1e3
         for stage, ms in out.latency_ms.items():
             metrics.stage_ms.labels(stage).observe(ms)
         return ScoreResponse(
-            transaction_id=body.transaction_id, score=out.score, action=out.action,  # type: ignore[arg-type]
-            reasons=out.reasons, model_version=out.model_version,
-            served_by=out.served_by,  # type: ignore[arg-type]
+            transaction_id=body.transaction_id,
+            score=out.score,
+            action=out.action,
+            reasons=out.reasons,
+            model_version=out.model_version,
+            served_by=out.served_by,
             policy_revision=out.policy_revision,
             latency_ms={k: round(v, 3) for k, v in out.latency_ms.items()},
-            receipt=out.receipt, shadow_scores=out.shadow_scores,
+            receipt=out.receipt,
+            shadow_scores=out.shadow_scores,
         )
 
     @app.post("/v1/events", response_model=EventsResponse, tags=["ingest"])
