@@ -43,14 +43,23 @@ class TemporalHeteroGNN(nn.Module):
             for _ in range(layers)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
-        self.feature_mlp = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU())
+        self.feature_mlp = nn.Sequential(
+            nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
         self.head = nn.Sequential(
             nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
         )
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
 
+    @staticmethod
+    def compress(features: torch.Tensor) -> torch.Tensor:
+        """``sign(x) · log1p(|x|)``: counts and ratios are heavy-tailed; trees do not care,
+        a linear layer does."""
+        return torch.sign(features) * torch.log1p(features.abs())
+
     def set_feature_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardisation of the *compressed* features (see :meth:`compress`)."""
         self.feature_mean.copy_(mean)
         self.feature_std.copy_(std.clamp_min(1e-6))
 
@@ -61,7 +70,7 @@ class TemporalHeteroGNN(nn.Module):
             out = conv(h, batch.edge_index)
             h = {t: norm(h[t] + torch.relu(out[t])) if t in out else h[t] for t in h}
         z = h["transaction"][batch.root]
-        f = (batch.features - self.feature_mean) / self.feature_std
+        f = (self.compress(batch.features) - self.feature_mean) / self.feature_std
         return self.head(torch.cat([z, self.feature_mlp(f)], dim=-1)).squeeze(-1)
 
     @torch.inference_mode()

@@ -177,7 +177,7 @@ def _fit_gnn(
 ) -> tuple[TemporalHeteroGNN, list[dict[str, float]]]:
     torch.manual_seed(cfg.seed)
     model = TemporalHeteroGNN(len(FEATURE_NAMES), hidden=cfg.hidden, layers=len(cfg.fanouts) + 1)
-    feats = torch.cat([b.features for b, _ in train])
+    feats = model.compress(torch.cat([b.features for b, _ in train]))
     model.set_feature_scaling(feats.mean(0), feats.std(0))
     ys = torch.cat([y for _, y in train])
     pos_weight = torch.tensor(min(20.0, float((ys == 0).sum() / ys.sum().clamp_min(1))))

@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         format='{"t":"%(asctime)s","level":"%(levelname)s",'
         '"logger":"%(name)s","msg":"%(message)s"}',
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     return int(args.func(args))
 
 

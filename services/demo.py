@@ -124,7 +124,8 @@ def replay_over_http(
             t0 = time.perf_counter()
             r = client.post("/v1/score", json=body)
             rtt = (time.perf_counter() - t0) * 1e3
-            r.raise_for_status()
+            if r.status_code != 200:
+                raise RuntimeError(f"/v1/score answered {r.status_code}: {r.text}")
             out = r.json()
             out["rtt_ms"] = rtt
             results.append(out)

@@ -105,6 +105,10 @@ class ScoringService:
             if use_gnn:
                 cost = stage_ms.get("sampling", 0.0) + stage_ms.get("gnn", 0.0)
                 self._gnn_ms = 0.9 * self._gnn_ms + 0.1 * cost
+            else:
+                # The estimate only updates when the GNN runs; let it decay while the fallback
+                # serves so a transient slowdown does not pin every later request to it.
+                self._gnn_ms *= 0.98
             shadow = None
             if self.shadow_baseline:
                 shadow = {

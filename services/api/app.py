@@ -23,6 +23,15 @@ from services.scoring import GateDenied
 log = logging.getLogger("riskgraph.api")
 
 
+def get_container(request: Request) -> Container:
+    """The process's wired ports (set on ``app.state`` by :func:`create_app`)."""
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
 def create_app(container: Container) -> FastAPI:
     """An app over a built :class:`~services.container.Container`."""
     app = FastAPI(
@@ -35,11 +44,6 @@ def create_app(container: Container) -> FastAPI:
     app.state.container = container
     app.state.metrics = metrics
     settings = container.settings
-
-    def get_container(request: Request) -> Container:
-        return request.app.state.container
-
-    ContainerDep = Annotated[Container, Depends(get_container)]
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:
