@@ -121,6 +121,20 @@ region_allowed if input.request.region in tenant.regions
 model_allowed if input.request.model_version in tenant.model_versions
 
 # METADATA
+# title: Model allowed by prefix
+# description: >-
+#   A model_versions entry ending in "*" allows every version that starts with the part before
+#   it (e.g. "gnn-2026*"), so a promotion can allow a model family without listing each build.
+# custom:
+#   kind: helper
+#   settings: [tenants.<tenant>.model_versions]
+model_allowed if {
+	some pattern in tenant.model_versions
+	endswith(pattern, "*")
+	startswith(input.request.model_version, trim_suffix(pattern, "*"))
+}
+
+# METADATA
 # title: Invalid input
 # description: A required field is missing or is not a string.
 # custom:

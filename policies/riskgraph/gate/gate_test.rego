@@ -196,6 +196,27 @@ test_model_not_on_tenant_list_not_allowed if {
 	r.reasons == ["model_not_allowed"]
 }
 
+test_model_matching_prefix_pattern_allowed if {
+	patterned := object.union(cfg, {"tenants": {"acme": {"model_versions": ["gnn-2026*"]}}})
+	r := gate.result with input as with_request("model_version", "gnn-20260321-3a8045b3")
+		with data.riskgraph.gate.config as patterned
+	r.reasons == []
+}
+
+test_model_not_matching_prefix_pattern_not_allowed if {
+	patterned := object.union(cfg, {"tenants": {"acme": {"model_versions": ["gnn-2026*"]}}})
+	r := gate.result with input as with_request("model_version", "gnn-20250101-aaaa")
+		with data.riskgraph.gate.config as patterned
+	r.reasons == ["model_not_allowed"]
+}
+
+test_star_only_at_the_end_is_a_pattern if {
+	patterned := object.union(cfg, {"tenants": {"acme": {"model_versions": ["gnn-*-rc"]}}})
+	r := gate.result with input as with_request("model_version", "gnn-x-rc")
+		with data.riskgraph.gate.config as patterned
+	r.reasons == ["model_not_allowed"]
+}
+
 test_fallback_model_on_list_allowed if {
 	r := gate.result with input as with_request("model_version", "fallback-v1") with data.riskgraph.gate.config as cfg
 	r.reasons == []

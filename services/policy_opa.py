@@ -1,0 +1,125 @@
+"""OPA-backed policy evaluators: compiled Wasm in-process (default) and an OPA server (service
+mode). Both evaluate the same Rego under ``policies/`` and return identical decisions.
+
+The bundle revision travels with every decision. It is a digest of the policy sources (Rego
+without tests, and data), so the Wasm build and a server loaded from the same folder report the
+same revision, and a stale Wasm build is detected at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from services.policy import DecisionResult, GateResult, PolicyEvaluator, PolicyUnavailable
+
+ENTRYPOINTS = {
+    "gate": "riskgraph/gate/result",
+    "decision": "riskgraph/decision/result",
+    "review": "riskgraph/review/result",
+}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POLICY_DIR = REPO_ROOT / "policies"
+BUILD_DIR = Path(__file__).resolve().parent / "policy_bundle"
+
+
+def source_revision(policy_dir: Path = POLICY_DIR) -> str:
+    """Digest of the policy sources: ``*.rego`` (tests excluded) and ``data.json`` under
+    ``policy_dir/riskgraph``, by relative path and content."""
+    h = hashlib.sha256()
+    root = Path(policy_dir) / "riskgraph"
+    files = sorted(p for p in root.rglob("*") if p.is_file() and (
+        (p.suffix == ".rego" and not p.name.endswith("_test.rego")) or p.name == "data.json"))
+    if not files:
+        raise FileNotFoundError(f"no policy sources under {root}")
+    for p in files:
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return "rg-" + h.hexdigest()[:12]
+
+
+def _check(kind: str, out: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Fail closed unless the policy answered an object with the documented keys."""
+    if not isinstance(out, dict) or any(k not in out for k in keys):
+        raise PolicyUnavailable(f"{kind} policy returned an unusable result: {out!r:.200}")
+    return out
+
+
+def gate_result(out: Any, revision: str) -> GateResult:
+    o = _check("gate", out, ("allow", "reasons"))
+    if not isinstance(o["allow"], bool):
+        raise PolicyUnavailable("gate policy returned a non-boolean allow")
+    return GateResult(o["allow"], list(o["reasons"]), revision)
+
+
+def decision_result(out: Any, revision: str) -> DecisionResult:
+    o = _check("decision", out, ("action", "reasons"))
+    if o["action"] not in ("approve", "review", "decline"):
+        raise PolicyUnavailable(f"decision policy returned action {o['action']!r}")
+    return DecisionResult(o["action"], list(o["reasons"]), revision, list(o.get("shadow", [])))
+
+
+class WasmPolicy(PolicyEvaluator):
+    """Evaluates the OPA-compiled Wasm bundle in-process (``services/policy_bundle``, built by ``policies/build.sh``)."""
+
+    def __init__(self, build_dir: Path = BUILD_DIR, policy_dir: Path | None = POLICY_DIR) -> None:
+        from opapywasm import OpaWasmPolicy
+
+        build_dir = Path(build_dir)
+        wasm, data = build_dir / "policy.wasm", build_dir / "data.json"
+        if not wasm.exists() or not data.exists():
+            raise FileNotFoundError(f"no compiled policy in {build_dir}; run `make policies`")
+        self.revision = (build_dir / "revision").read_text().strip()
+        if policy_dir is not None and (Path(policy_dir) / "riskgraph").exists():
+            current = source_revision(policy_dir)
+            if current != self.revision:
+                raise ValueError(f"compiled policy {self.revision} is stale: sources are "
+                                 f"{current}; run `make policies`")
+        self._policy = OpaWasmPolicy.from_wasm_file(wasm)
+        self._policy.set_data(json.loads(data.read_text()))
+
+    def evaluate(self, kind: str, input_value: dict[str, Any]) -> Any:
+        return self._policy.evaluate(input_value, ENTRYPOINTS[kind])
+
+    def _gate(self, request: dict[str, Any]) -> GateResult:
+        return gate_result(self.evaluate("gate", request), self.revision)
+
+    def _decide(self, request: dict[str, Any]) -> DecisionResult:
+        return decision_result(self.evaluate("decision", request), self.revision)
+
+
+class OpaServerPolicy(PolicyEvaluator):
+    """Asks an OPA server (``opa run --server policies/``) over REST, with decision logs on
+    the server side."""
+
+    def __init__(self, url: str, policy_dir: Path = POLICY_DIR, timeout_s: float = 1.0) -> None:
+        from urllib.parse import urlparse
+
+        from opa_client.opa import OpaClient
+
+        u = urlparse(url)
+        self._client = OpaClient(host=u.hostname or "127.0.0.1", port=u.port or 8181,
+                                 ssl=u.scheme == "https", timeout=timeout_s)
+        self.revision = source_revision(policy_dir)
+
+    def evaluate(self, kind: str, input_value: dict[str, Any]) -> Any:
+        package, rule = ENTRYPOINTS[kind].rsplit("/", 1)
+        try:
+            answer = self._client.query_rule(input_data=input_value,
+                                             package_path=package.replace("/", "."),
+                                             rule_name=rule)
+        except Exception as exc:
+            raise PolicyUnavailable(f"OPA server unreachable or failing: {exc}") from exc
+        if not isinstance(answer, dict) or "result" not in answer:
+            raise PolicyUnavailable(f"OPA server returned no result for {kind}")
+        return answer["result"]
+
+    def _gate(self, request: dict[str, Any]) -> GateResult:
+        return gate_result(self.evaluate("gate", request), self.revision)
+
+    def _decide(self, request: dict[str, Any]) -> DecisionResult:
+        return decision_result(self.evaluate("decision", request), self.revision)
+
+    def close(self) -> None:
+        self._client.close_connection()
