@@ -61,7 +61,10 @@ def decision_result(out: Any, revision: str) -> DecisionResult:
 
 
 class WasmPolicy(PolicyEvaluator):
-    """Evaluates the OPA-compiled Wasm bundle in-process (``services/policy_bundle``, built by ``policies/build.sh``)."""
+    """Evaluates the OPA-compiled Wasm module in-process.
+
+    The module lives in ``services/policy_bundle``, built by ``policies/build.sh``.
+    """
 
     def __init__(self, build_dir: Path = BUILD_DIR, policy_dir: Path | None = POLICY_DIR) -> None:
         from opapywasm import OpaWasmPolicy
