@@ -116,6 +116,7 @@ class SocialEvent(EventBase):
 
     @model_validator(mode="after")
     def _check(self) -> SocialEvent:
+        # Messages start with the field at fault: parse_event reports it from there.
         if self.src_account_id == self.dst_account_id:
             raise ValueError("dst_account_id must differ from src_account_id")
         if self.kind == "p2p_transfer" and self.amount is None:
@@ -172,10 +173,17 @@ def parse_event(raw: Any) -> Payment | DeviceEvent | SocialEvent | LabelEvent:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            raise InvalidEvent("type", err["msg"]) from None
         # The discriminator shows up as the first location element; drop it from the path.
-        if len(loc) > 1 and loc[0] in TOPICS:
+        if loc and loc[0] in TOPICS:
             loc = loc[1:]
-        raise InvalidEvent(".".join(loc) or "$", err["msg"]) from None
+        field = ".".join(loc)
+        if not field and err["type"] == "value_error":
+            # A whole-record rule (model validator): its message starts with the field.
+            field = str(err.get("ctx", {}).get("error", "")).split(" ", 1)[0]
+        field = field or "$"
+        raise InvalidEvent(field, err["msg"]) from None
 
 
 def to_record(event: EventBase) -> dict[str, Any]:

@@ -20,15 +20,16 @@ class _Series:
         self.members: list[str] = []
         self.ids: set[str] = set()
 
-    def add(self, o: Observation) -> None:
+    def add(self, o: Observation) -> bool:
+        """Record ``o``; ``False`` (and nothing changes) if its ``obs_id`` is already here."""
         if o.obs_id in self.ids:
-            return
+            return False
         self.ids.add(o.obs_id)
         if not self.times or o.ts >= self.times[-1]:
             self.times.append(o.ts)
             self.members.append(o.member)
             self.cum.append(self.cum[-1] + o.value)
-            return
+            return True
         # Out of order (a late event): insert and rebuild the running sum from there.
         i = bisect.bisect_right(self.times, o.ts)
         values = [b - a for a, b in zip(self.cum[i:], self.cum[i + 1 :], strict=False)]
@@ -38,6 +39,7 @@ class _Series:
         del self.cum[i + 1 :]
         for v in values:
             self.cum.append(self.cum[-1] + v)
+        return True
 
 
 class InMemoryFeatureStore(FeatureStore):
@@ -55,7 +57,8 @@ class InMemoryFeatureStore(FeatureStore):
             s = series.get(o.key)
             if s is None:
                 s = series[o.key] = _Series()
-            s.add(o)
+            if not s.add(o):
+                continue
             if o.member:
                 fm = first.get(o.key)
                 if fm is None:

@@ -57,7 +57,8 @@ class _Adjacency:
         self.times: list[float] = []
         self.nbrs: list[Neighbour] = []
 
-    def add(self, ts: float, nbr: Neighbour, max_degree: int) -> None:
+    def add(self, ts: float, nbr: Neighbour, max_degree: int) -> int:
+        """Insert in time order; returns how many old entries the degree cap dropped."""
         if not self.times or ts >= self.times[-1]:
             self.times.append(ts)
             self.nbrs.append(nbr)
@@ -69,6 +70,8 @@ class _Adjacency:
             drop = len(self.times) - max_degree
             del self.times[:drop]
             del self.nbrs[:drop]
+            return drop
+        return 0
 
 
 class InMemoryGraphStore(GraphStore):
@@ -89,7 +92,7 @@ class InMemoryGraphStore(GraphStore):
         # transaction id → (label time, label); the latest label wins
         self._labels: dict[str, list[tuple[float, int]]] = {}
         self._seen_edges: set[str] = set()  # event ids already fused (idempotency)
-        self._edges = 0
+        self._half_edges = 0  # stored adjacency entries; an edge has one at each end
         self._now = -math.inf
         self._next_sweep = -math.inf
 
@@ -102,9 +105,9 @@ class InMemoryGraphStore(GraphStore):
         nb = adj.get(b)
         if nb is None:
             nb = adj[b] = _Adjacency()
-        na.add(ts, (rel, b[0], b[1]), self.max_degree)
-        nb.add(ts, (rel, a[0], a[1]), self.max_degree)
-        self._edges += 1
+        dropped = na.add(ts, (rel, b[0], b[1]), self.max_degree)
+        dropped += nb.add(ts, (rel, a[0], a[1]), self.max_degree)
+        self._half_edges += 2 - dropped
 
     def _first_time(self, event_id: str) -> bool:
         if event_id in self._seen_edges:
@@ -291,6 +294,8 @@ class InMemoryGraphStore(GraphStore):
 
     # -- housekeeping ---------------------------------------------------------------------------
     def _evict_before(self, ts: float) -> int:
+        """Drop entries older than ``ts``. (An edge the degree cap already dropped at one end
+        is counted as half an edge until its other end goes too.)"""
         dropped = 0
         empty: list[NodeKey] = []
         for key, a in self._adj.items():
@@ -307,14 +312,13 @@ class InMemoryGraphStore(GraphStore):
         for tid in old:
             del self._txns[tid]
             self._labels.pop(tid, None)
-        # each edge is stored at both ends
-        self._edges -= dropped // 2
-        return dropped // 2
+        self._half_edges -= dropped
+        return dropped // 2  # each edge is stored at both ends
 
     def stats(self) -> dict[str, int]:
         out = {name: 0 for name in NODE_TYPES}
         for ntype, _ in self._adj:
             out[NODE_TYPES[ntype]] += 1
-        out["edges"] = self._edges
+        out["edges"] = (self._half_edges + 1) // 2
         out["labels"] = len(self._labels)
         return out

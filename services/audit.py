@@ -1,10 +1,16 @@
 """The audit port and its hash-chained, append-only file implementation.
 
 Each line is a JSON record with ``seq``, ``prev`` (the previous record's hash) and ``hash`` =
-SHA-256 over ``prev`` and the canonical JSON of the record body. Editing, removing, reordering or
-truncating records breaks the chain at the first bad one, which :func:`verify_audit_log` names.
-Writes are grouped: records are flushed at once and fsync'd at most every ``sync_every``
-records or on :meth:`AuditSink.flush` / close.
+SHA-256 over ``prev`` and the canonical JSON of the record body. Editing, removing or
+reordering records breaks the chain at the first bad one, which :func:`verify_audit_log` names.
+
+A chain alone cannot show that records were cut from its *end* (a shorter chain is still a
+chain), so every durable group commit also rewrites an anchor file ``<log>.head`` holding the
+last durable ``seq`` and ``hash``; verification fails if the log stops short of the anchor or
+disagrees with it. Receipts returned to callers are a second, external anchor.
+
+Writes are grouped: records are flushed at once and fsync'd (with the anchor) at most every
+``sync_every`` records or on :meth:`AuditSink.flush` / close.
 """
 
 from __future__ import annotations
@@ -101,16 +107,21 @@ class FileAuditSink(AuditSink):
             self._prev = h
             self._pending += 1
             if self._pending >= self.sync_every:
-                os.fsync(self._fh.fileno())
-                self._pending = 0
+                self._sync()
             return receipt
+
+    def _sync(self) -> None:
+        """fsync the log, then atomically replace the anchor (caller holds the lock)."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._pending = 0
+        if self._seq:
+            write_head(self.path, self._seq - 1, self._prev)
 
     def flush(self) -> None:
         with self._lock:
             if not self._fh.closed:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._pending = 0
+                self._sync()
 
     def close(self) -> None:
         self.flush()
@@ -126,8 +137,55 @@ class VerifyResult:
     error: str = ""
 
 
-def verify_audit_log(path: Path) -> VerifyResult:
-    """Walk the chain; report the first record (0-based line) that does not verify."""
+def head_path(path: Path) -> Path:
+    return Path(str(path) + ".head")
+
+
+def write_head(path: Path, seq: int, hash_: str) -> None:
+    tmp = Path(str(path) + ".head.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"seq": seq, "hash": hash_}))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, head_path(path))
+
+
+def verify_audit_log(path: Path, check_head: bool = True) -> VerifyResult:
+    """Walk the chain and check it reaches its anchor; report the first bad record (0-based).
+
+    A log cut short of its anchor reports the first missing record as ``first_bad``.
+    """
+    result = _verify_chain(path)
+    hp = head_path(path)
+    if not result.ok or not check_head or not hp.exists():
+        return result
+    head = json.loads(hp.read_text())
+    if result.records <= head["seq"]:
+        return VerifyResult(
+            False,
+            result.records,
+            result.last_hash,
+            result.records,
+            f"record {result.records}: missing — the log ends at "
+            f"{result.records - 1} but its anchor says {head['seq']} "
+            "(tail truncated)",
+        )
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i == head["seq"]:
+                if json.loads(line).get("hash") != head["hash"]:
+                    return VerifyResult(
+                        False,
+                        result.records,
+                        result.last_hash,
+                        i,
+                        f"record {i}: hash differs from the anchor",
+                    )
+                break
+    return result
+
+
+def _verify_chain(path: Path) -> VerifyResult:
     prev, n = GENESIS, 0
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh):

@@ -1,0 +1,51 @@
+"""Idempotency for ``POST /v1/score``: a retry gets the first answer, not a second scoring.
+
+Keys are scoped by caller. The cache is bounded (LRU) and entries expire, so memory stays flat
+under any load; an entry also remembers the request's hash so a key reused with a different
+body is refused rather than silently answered with someone else's decision.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before with a different request body."""
+
+
+class IdempotencyCache:
+    def __init__(self, max_entries: int = 100_000, ttl_s: float = 24 * 3600) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._items: OrderedDict[tuple[str, str], tuple[float, str, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, caller: str, key: str, body_hash: str) -> dict[str, Any] | None:
+        """The stored response for ``(caller, key)``, or ``None``; raises on a body mismatch."""
+        now = time.monotonic()
+        with self._lock:
+            item = self._items.get((caller, key))
+            if item is None:
+                return None
+            at, stored_hash, response = item
+            if now - at > self.ttl_s:
+                del self._items[(caller, key)]
+                return None
+            if stored_hash != body_hash:
+                raise IdempotencyConflict(f"idempotency key {key!r} was used with another body")
+            self._items.move_to_end((caller, key))
+            return response
+
+    def put(self, caller: str, key: str, body_hash: str, response: dict[str, Any]) -> None:
+        with self._lock:
+            self._items[(caller, key)] = (time.monotonic(), body_hash, response)
+            self._items.move_to_end((caller, key))
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)

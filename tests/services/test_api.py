@@ -1,0 +1,299 @@
+"""The scoring API over real in-memory ports, through FastAPI's test client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from feature_stream.event_io import InMemoryEventSink
+from feature_stream.events import to_record
+from feature_stream.feature_memory import InMemoryFeatureStore
+from feature_stream.features import FEATURE_NAMES, compute_features
+from feature_stream.graph_memory import InMemoryGraphStore
+from gnn.artifact import ModelBundle
+from gnn.baseline import TreeBaseline
+from gnn.model import TemporalHeteroGNN
+from services.api.app import create_app
+from services.audit import InMemoryAuditSink, chain_hash
+from services.container import Container, build_container
+from services.policy import BuiltinPolicy, DecisionResult, GateResult, PolicyEvaluator
+from services.settings import Settings
+from tests.factories import at, link, login, payment
+
+
+@pytest.fixture(scope="session")
+def bundle() -> ModelBundle:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, len(FEATURE_NAMES)))
+    y = (x[:, 0] + 0.3 * rng.normal(size=200) > 0.8).astype(int)
+    return ModelBundle(
+        TemporalHeteroGNN(len(FEATURE_NAMES), hidden=16),
+        TreeBaseline(max_iter=20).fit(x, y),
+        {"version": "test-1", "fanouts": [15, 10]},
+    )
+
+
+class App:
+    """A client and the container behind it."""
+
+    def __init__(self, client: TestClient, container: Container) -> None:
+        self.client = client
+        self.c = container
+
+    @property
+    def audit(self) -> InMemoryAuditSink:
+        assert isinstance(self.c.audit, InMemoryAuditSink)
+        return self.c.audit
+
+    @property
+    def dead_letters(self) -> InMemoryEventSink:
+        assert isinstance(self.c.dead_letters, InMemoryEventSink)
+        return self.c.dead_letters
+
+
+@contextmanager
+def make_app(
+    tmp_path: Path, bundle: ModelBundle, policy: PolicyEvaluator | None = None, **settings: Any
+) -> Iterator[App]:
+    s = Settings(
+        audit_path=tmp_path / "audit.log",
+        dead_letter_path=tmp_path / "dead.jsonl",
+        device="cpu",
+        **settings,
+    )
+    container = build_container(
+        s,
+        bundle=bundle,
+        graph=InMemoryGraphStore(),
+        features=InMemoryFeatureStore(),
+        audit=InMemoryAuditSink(),
+        dead_letters=InMemoryEventSink(),
+        policy=policy,
+    )
+    try:
+        with TestClient(create_app(container)) as client:
+            yield App(client, container)
+    finally:
+        container.close()
+
+
+@pytest.fixture
+def app(tmp_path: Path, bundle: ModelBundle) -> Iterator[App]:
+    with make_app(tmp_path, bundle) as a:
+        yield a
+
+
+TEN_AM = 10 * 3600.0
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    return {
+        "transaction_id": "tx-1",
+        "event_time": at(TEN_AM).isoformat(),
+        "account_id": "acc-1",
+        "card_id": "card-1",
+        "merchant_id": "m-1",
+        "amount": 42.5,
+        "device_id": "dev-1",
+        "ip": "10.1.2.3",
+        **changes,
+    }
+
+
+def test_score_answers_with_score_action_reasons_and_latency(app: App) -> None:
+    r = app.client.post("/v1/score", json=body(), headers={"X-Client-Id": "checkout"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["transaction_id"] == "tx-1"
+    assert 0.0 <= out["score"] <= 1.0
+    assert out["action"] in {"approve", "review", "decline"}
+    assert isinstance(out["reasons"], list)
+    assert all(isinstance(x, str) for x in out["reasons"])
+    assert out["model_version"] == "test-1"
+    assert out["served_by"] == "gnn"
+    assert out["policy_revision"] == BuiltinPolicy.revision
+    assert {"sampling", "gnn", "features", "total", "http"} <= set(out["latency_ms"])
+    assert all(v >= 0 for v in out["latency_ms"].values())
+    record = app.audit.records[-1]
+    assert out["receipt"] == {"seq": record["seq"], "hash": record["hash"]}
+    assert (record["kind"], record["request_id"], record["caller"]) == (
+        "inference",
+        "tx-1",
+        "checkout",
+    )
+    assert record["score"] == pytest.approx(out["score"], abs=1e-6)
+    assert record["served_by"] == "gnn"
+    assert "acc-1" not in str(record)  # the request itself is only kept as a keyed hash
+
+
+def test_a_tiny_deadline_is_served_by_the_baseline(app: App) -> None:
+    r = app.client.post("/v1/score", json=body(deadline_ms=0.001))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["served_by"] == "baseline"
+    assert "fallback" in out["latency_ms"]
+    assert "gnn" not in out["latency_ms"]
+    assert 0.0 <= out["score"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"amount": -1}, "amount"),
+        ({"amount": 0}, "amount"),
+        ({"card_id": None}, "card_id"),
+        ({"colour": "red"}, "colour"),
+        ({"event_time": at(TEN_AM).replace(tzinfo=None).isoformat()}, "event_time"),
+        ({"channel": "fax"}, "channel"),
+        ({"deadline_ms": 0}, "deadline_ms"),
+        ({"ip": "300.1.1.1"}, "ip"),
+    ],
+    ids=[
+        "negative-amount",
+        "zero-amount",
+        "missing-card",
+        "extra-field",
+        "naive-time",
+        "bad-channel",
+        "zero-deadline",
+        "bad-ip",
+    ],
+)
+def test_invalid_bodies_are_422_naming_the_field(
+    app: App, changes: dict[str, Any], field: str
+) -> None:
+    request = {k: v for k, v in body(**changes).items() if v is not None}
+    r = app.client.post("/v1/score", json=request)
+    assert r.status_code == 422, r.text
+    locs = [err["loc"] for err in r.json()["detail"]]
+    assert any(field in loc for loc in locs), locs
+    assert app.c.graph.stats()["edges"] == 0
+    assert app.audit.records == []
+
+
+def test_the_scored_payment_is_ingested_after_scoring(app: App) -> None:
+    before = app.c.graph.stats()
+    assert app.client.post("/v1/score", json=body()).status_code == 200
+    after = app.c.graph.stats()
+    assert after["transaction"] == before["transaction"] + 1
+    assert after["edges"] == before["edges"] + 5
+    second = body(transaction_id="tx-2", event_time=at(TEN_AM + 600).isoformat(), merchant_id="m-2")
+    later = payment(
+        "tx-2",
+        TEN_AM + 600,
+        account="acc-1",
+        card="card-1",
+        merchant="m-2",
+        device="dev-1",
+        ip="10.1.2.3",
+    )
+    seen = compute_features(later, app.c.features).as_dict()
+    assert seen["account_count_1h"] == 1.0
+    assert seen["card_count_1h"] == 1.0
+    assert seen["first_seen_device_for_account"] == 0.0
+    assert app.client.post("/v1/score", json=second).status_code == 200
+    assert app.c.graph.stats()["transaction"] == before["transaction"] + 2
+
+
+def test_rescoring_the_same_transaction_does_not_ingest_it_twice(app: App) -> None:
+    assert app.client.post("/v1/score", json=body()).status_code == 200
+    edges = app.c.graph.stats()["edges"]
+    assert app.client.post("/v1/score", json=body()).status_code == 200
+    assert app.c.graph.stats()["edges"] == edges
+
+
+def test_events_are_ingested_and_bad_ones_dead_lettered(app: App) -> None:
+    good = [
+        to_record(login("l1", 0, account="acc-1", device="dev-9", ip="10.9.9.9")),
+        to_record(link("s1", 1, src="acc-2", dst="acc-1", kind="p2p_transfer", amount=20)),
+    ]
+    bad_amount = to_record(
+        link("s2", 2, src="acc-2", dst="acc-1", kind="p2p_transfer", amount=5)
+    ) | {"amount": -5}
+    bad_ip = to_record(payment("p9", 3)) | {"ip": "nope"}
+    records = [good[0], bad_amount, good[1], bad_ip, good[0]]
+    r = app.client.post("/v1/events", json=records)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["accepted"], out["duplicates"]) == (2, 1)
+    assert [(x["index"], x["field"]) for x in out["rejected"]] == [(1, "amount"), (3, "ip")]
+    assert all(x["reason"] for x in out["rejected"])
+    letters = app.dead_letters.records
+    assert [(d["field"], d["value"]) for d in letters] == [("amount", bad_amount), ("ip", bad_ip)]
+    assert [d["topic"] for d in letters] == ["social-events", "payments"]
+    assert app.c.graph.stats()["device"] == 1
+    assert app.c.graph.stats()["edges"] == 3
+
+
+def test_ops_endpoints(app: App) -> None:
+    assert app.client.get("/healthz").json() == {"status": "ok"}
+    ready = app.client.get("/readyz").json()
+    assert ready["status"] == "ready"
+    assert ready["model_version"] == "test-1"
+    assert ready["policy_revision"] == BuiltinPolicy.revision
+    assert ready["graph"]["edges"] == 0
+    assert app.client.post("/v1/score", json=body()).status_code == 200
+    metrics = app.client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "riskgraph_stage_latency_ms_bucket{" in metrics.text
+    assert 'stage="gnn"' in metrics.text
+    assert 'riskgraph_score_requests_total{outcome="scored"} 1.0' in metrics.text
+
+
+def test_gate_denial_is_403_and_audited(tmp_path: Path, bundle: ModelBundle) -> None:
+    with make_app(tmp_path, bundle, policy=BuiltinPolicy(kill_switch=True)) as a:
+        r = a.client.post("/v1/score", json=body(), headers={"X-Client-Id": "checkout"})
+        assert r.status_code == 403
+        assert "kill_switch" in r.json()["detail"]
+        (record,) = a.audit.records
+        assert record["kind"] == "inference_denied"
+        assert record["request_id"] == "tx-1"
+        assert record["reasons"] == ["kill_switch"]
+        assert a.c.graph.stats()["edges"] == 0
+
+
+class BrokenDecisions(PolicyEvaluator):
+    """A policy whose decision rules cannot be evaluated (e.g. OPA down)."""
+
+    revision = "broken-1"
+
+    def _gate(self, request: dict[str, Any]) -> GateResult:
+        return GateResult(True, [], self.revision)
+
+    def _decide(self, request: dict[str, Any]) -> DecisionResult:
+        raise ConnectionError("policy engine unreachable")
+
+
+def test_a_failing_policy_fails_closed_with_503(tmp_path: Path, bundle: ModelBundle) -> None:
+    with make_app(tmp_path, bundle, policy=BrokenDecisions()) as a:
+        r = a.client.post("/v1/score", json=body())
+        assert r.status_code == 503
+        assert "unreachable" in r.json()["detail"]
+        (record,) = a.audit.records
+        assert record["kind"] == "inference_failed_closed"
+        assert record["request_id"] == "tx-1"
+        assert "unreachable" in record["error"]
+        assert record["hash"] == chain_hash(
+            record["prev"], {k: v for k, v in record.items() if k != "hash"}
+        )
+        assert a.c.graph.stats()["edges"] == 0  # not scored, so not ingested either
+
+
+def test_oversized_bodies_are_413(tmp_path: Path, bundle: ModelBundle) -> None:
+    with make_app(tmp_path, bundle, max_body_bytes=512) as a:
+        r = a.client.post(
+            "/v1/score",
+            json=body(
+                merchant_id="m" * 100, tenant="t" * 100, account_id="a" * 120, card_id="c" * 120
+            ),
+        )
+        assert r.status_code == 413
+        assert a.client.post("/v1/score", json=body()).status_code == 200

@@ -1,0 +1,83 @@
+"""The ``riskgraph`` command line documents itself and reports audit results by exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.audit import FileAuditSink
+from services.cli import main
+
+SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
+    (): ("generate", "train", "serve", "demo", "audit", "--verbose"),
+    ("generate",): ("--out", "--seed", "--accounts", "--days", "--invalid-rate", "--quiet"),
+    ("train",): ("--stream", "--out", "--epochs", "--seed", "--holdout-days", "--quiet"),
+    ("serve",): ("--model", "--history", "--host", "--port"),
+    ("demo",): (
+        "--out",
+        "--workdir",
+        "--seed",
+        "--accounts",
+        "--days",
+        "--epochs",
+        "--max-api-payments",
+        "--quiet",
+    ),
+    ("audit",): ("verify",),
+    ("audit", "verify"): ("path",),
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    list(SUBCOMMANDS.items()),
+    ids=[" ".join(c) or "riskgraph" for c in SUBCOMMANDS],
+)
+def test_help_exits_zero_and_lists_options(
+    command: tuple[str, ...], options: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: riskgraph")
+    missing = [o for o in options if o not in out]
+    assert missing == []
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "usage: riskgraph" in capsys.readouterr().err
+
+
+def test_required_options_are_enforced(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--out", "x"])
+    assert exit_info.value.code == 2
+    assert "--stream" in capsys.readouterr().err
+
+
+def write_log(path: Path, n: int = 3) -> None:
+    sink = FileAuditSink(path)
+    for i in range(n):
+        sink.append({"kind": "inference", "request_id": f"tx-{i}"})
+    sink.close()
+
+
+def test_audit_verify_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.log"
+    write_log(path)
+    assert main(["audit", "verify", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("OK: 3 records")
+
+
+def test_audit_verify_broken(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.log"
+    write_log(path)
+    text = path.read_text().splitlines(keepends=True)
+    path.write_text(text[0] + text[2])
+    assert main(["audit", "verify", str(path)]) == 1
+    assert "BROKEN at record 1" in capsys.readouterr().err

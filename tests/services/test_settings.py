@@ -1,0 +1,69 @@
+"""Settings: strict, read from RISKGRAPH_* only when asked, and safe in production."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from services.settings import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("RISKGRAPH_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_are_embedded_development() -> None:
+    s = Settings()
+    assert (s.environment, s.mode, s.default_deadline_ms) == ("development", "embedded", 50.0)
+
+
+def test_production_with_the_default_secret_refuses_to_start() -> None:
+    with pytest.raises(ValidationError, match="AUDIT_SECRET"):
+        Settings(environment="production")
+
+
+def test_production_from_the_environment_also_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKGRAPH_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="AUDIT_SECRET"):
+        load_settings()
+    monkeypatch.setenv("RISKGRAPH_AUDIT_SECRET", "a-real-secret")
+    assert load_settings().environment == "production"
+
+
+def test_environment_is_read_and_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKGRAPH_DEFAULT_DEADLINE_MS", "25")
+    monkeypatch.setenv("RISKGRAPH_MODEL_DIR", "/models/v3")
+    s = load_settings()
+    assert (s.default_deadline_ms, s.model_dir) == (25.0, Path("/models/v3"))
+    assert load_settings(default_deadline_ms=10).default_deadline_ms == 10.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"review_threshold": 0.95, "decline_threshold": 0.9},
+        {"mode": "cluster"},
+        {"default_deadline_ms": 0},
+        {"max_body_bytes": 0},
+        {"unknown_setting": 1},
+    ],
+    ids=["thresholds-inverted", "unknown-mode", "zero-deadline", "zero-body", "extra"],
+)
+def test_invalid_settings_are_rejected(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**bad)  # type: ignore[arg-type]
+
+
+def test_every_field_documents_its_env_var() -> None:
+    undocumented = [
+        name
+        for name, f in Settings.model_fields.items()
+        if f"RISKGRAPH_{name.upper()}" not in (f.description or "")
+    ]
+    assert undocumented == []
