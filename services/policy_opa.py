@@ -30,8 +30,12 @@ def source_revision(policy_dir: Path = POLICY_DIR) -> str:
     ``policy_dir/riskgraph``, by relative path and content."""
     h = hashlib.sha256()
     root = Path(policy_dir) / "riskgraph"
-    files = sorted(p for p in root.rglob("*") if p.is_file() and (
-        (p.suffix == ".rego" and not p.name.endswith("_test.rego")) or p.name == "data.json"))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and ((p.suffix == ".rego" and not p.name.endswith("_test.rego")) or p.name == "data.json")
+    )
     if not files:
         raise FileNotFoundError(f"no policy sources under {root}")
     for p in files:
@@ -77,8 +81,10 @@ class WasmPolicy(PolicyEvaluator):
         if policy_dir is not None and (Path(policy_dir) / "riskgraph").exists():
             current = source_revision(policy_dir)
             if current != self.revision:
-                raise ValueError(f"compiled policy {self.revision} is stale: sources are "
-                                 f"{current}; run `make policies`")
+                raise ValueError(
+                    f"compiled policy {self.revision} is stale: sources are "
+                    f"{current}; run `make policies`"
+                )
         self._policy = OpaWasmPolicy.from_wasm_file(wasm)
         self._policy.set_data(json.loads(data.read_text()))
 
@@ -102,16 +108,20 @@ class OpaServerPolicy(PolicyEvaluator):
         from opa_client.opa import OpaClient
 
         u = urlparse(url)
-        self._client = OpaClient(host=u.hostname or "127.0.0.1", port=u.port or 8181,
-                                 ssl=u.scheme == "https", timeout=timeout_s)
+        self._client = OpaClient(
+            host=u.hostname or "127.0.0.1",
+            port=u.port or 8181,
+            ssl=u.scheme == "https",
+            timeout=timeout_s,
+        )
         self.revision = source_revision(policy_dir)
 
     def evaluate(self, kind: str, input_value: dict[str, Any]) -> Any:
         package, rule = ENTRYPOINTS[kind].rsplit("/", 1)
         try:
-            answer = self._client.query_rule(input_data=input_value,
-                                             package_path=package.replace("/", "."),
-                                             rule_name=rule)
+            answer = self._client.query_rule(
+                input_data=input_value, package_path=package.replace("/", "."), rule_name=rule
+            )
         except Exception as exc:
             raise PolicyUnavailable(f"OPA server unreachable or failing: {exc}") from exc
         if not isinstance(answer, dict) or "result" not in answer:

@@ -169,7 +169,7 @@ def test_a_torn_last_record_is_caught(log: tuple[Path, list[Receipt]]) -> None:
 def test_dropped_tail_records_are_caught_by_the_anchor(log: tuple[Path, list[Receipt]]) -> None:
     """A log cut at a record boundary is still a valid chain; the anchor written at each durable
     commit shows that records are missing and names the first one."""
-    path, receipts = log
+    path, _ = log
     path.write_text("".join(lines(path)[:-2]))
     result = verify_audit_log(path)
     assert (result.ok, result.first_bad) == (False, N - 2)
