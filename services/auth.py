@@ -143,3 +143,27 @@ def bearer(authorization: str | None, x_api_key: str | None) -> str | None:
     if authorization and authorization.lower().startswith("bearer "):
         return authorization[7:].strip()
     return None
+
+
+class Authenticator:
+    """API keys first (payment clients), then analyst tokens."""
+
+    def __init__(self, keys: ApiKeyRegistry, token_secret: str) -> None:
+        self.keys = keys
+        self.token_secret = token_secret
+
+    def authenticate(self, credential: str | None) -> Principal:
+        if credential and credential.count(".") == 1 and not credential.startswith("rgk_"):
+            return verify_token(self.token_secret, credential)
+        return self.keys.authenticate(credential)
+
+
+def dev_client_entry(key: str, pepper: str) -> dict[str, Any]:
+    """The development client's registry entry (tenant ``default``)."""
+    return {
+        "id": "dev-client",
+        "tenant": "default",
+        "roles": ["scorer"],
+        "rate_tier": "standard",
+        "key_sha256": hash_key(key, pepper),
+    }

@@ -74,6 +74,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from services.auth import hash_key, new_api_key
+    from services.settings import load_settings
+
+    key = new_api_key()
+    entry = {
+        "id": args.id,
+        "tenant": args.tenant,
+        "roles": args.roles.split(","),
+        "rate_tier": args.rate_tier,
+        "key_sha256": hash_key(key, load_settings().auth_pepper),
+    }
+    print(f"API key (shown once, give it to the client): {key}", file=sys.stderr)
+    print(json.dumps(entry))
+    return 0
+
+
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from services.audit import verify_audit_log
 
@@ -143,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_cmd_demo)
+
+    k = sub.add_parser("keys", help="API keys for payment clients")
+    ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    kn = ksub.add_parser(
+        "new",
+        help="make a key; prints the registry entry (hashed with "
+        "RISKGRAPH_AUTH_PEPPER) for RISKGRAPH_CLIENTS_FILE",
+    )
+    kn.add_argument("--id", required=True, help="client id")
+    kn.add_argument("--tenant", required=True)
+    kn.add_argument("--roles", default="scorer", help="comma-separated")
+    kn.add_argument("--rate-tier", default="standard")
+    kn.set_defaults(func=_cmd_keys_new)
 
     a = sub.add_parser("audit", help="audit log tools")
     asub = a.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

@@ -15,7 +15,9 @@ from feature_stream.ingest import Ingestor
 from gnn.artifact import ModelBundle, load_artifact
 from gnn.engine import ScoringEngine
 from services.audit import AuditSink, FileAuditSink
-from services.policy import BuiltinPolicy, PolicyEvaluator
+from services.auth import ApiKeyRegistry, Authenticator, dev_client_entry
+from services.idempotency import IdempotencyCache
+from services.policy import PolicyEvaluator
 from services.scoring import ScoringService
 from services.settings import Settings
 
@@ -31,9 +33,11 @@ class Container:
     audit: AuditSink
     bundle: ModelBundle
     scoring: ScoringService
+    auth: Authenticator
 
     def close(self) -> None:
         self.audit.close()
+        self.policy.close()
         self.dead_letters.close()
         self.graph.close()
         self.features.close()
@@ -72,11 +76,7 @@ def build_container(
 
         ingestor.run(FileEventSource(settings.history_dir))
     bundle = bundle if bundle is not None else load_artifact(settings.model_dir)
-    policy = (
-        policy
-        if policy is not None
-        else BuiltinPolicy(settings.review_threshold, settings.decline_threshold)
-    )
+    policy = policy if policy is not None else build_policy(settings)
     audit = audit if audit is not None else FileAuditSink(settings.audit_path)
     engine = ScoringEngine(bundle, graph, features, device=resolve_device(settings.device))
     scoring = ScoringService(
@@ -86,7 +86,40 @@ def build_container(
         audit,
         settings.audit_secret,
         shadow_baseline=settings.shadow_baseline,
+        region=settings.region,
+        idempotency=IdempotencyCache(ttl_s=settings.idempotency_ttl_s),
     )
     return Container(
-        settings, graph, features, dead_letters, ingestor, policy, audit, bundle, scoring
+        settings,
+        graph,
+        features,
+        dead_letters,
+        ingestor,
+        policy,
+        audit,
+        bundle,
+        scoring,
+        build_authenticator(settings),
     )
+
+
+def build_policy(settings: Settings) -> PolicyEvaluator:
+    """The policy evaluator named by ``settings.policy_backend``."""
+    from services.policy_opa import OpaServerPolicy, WasmPolicy
+
+    if settings.policy_backend == "wasm":
+        return WasmPolicy()
+    return OpaServerPolicy(settings.opa_url)
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    """Payment clients from ``clients_file`` plus, in development, the dev client."""
+    entries = []
+    if settings.clients_file is not None:
+        import json
+
+        data = json.loads(settings.clients_file.read_text())
+        entries += data["clients"] if isinstance(data, dict) else data
+    if settings.dev_api_key is not None:
+        entries.append(dev_client_entry(settings.dev_api_key, settings.auth_pepper))
+    return Authenticator(ApiKeyRegistry(entries, settings.auth_pepper), settings.token_secret)

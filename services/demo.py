@@ -87,13 +87,19 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def replay_over_http(
-    base_url: str, stream: Path, since: float, progress: bool, max_payments: int | None = None
+    base_url: str,
+    api_key: str,
+    stream: Path,
+    since: float,
+    progress: bool,
+    max_payments: int | None = None,
 ) -> list[dict[str, Any]]:
     """Send every event at or after ``since`` to the API in event-time order: payments to
     ``/v1/score`` one by one, other events batched to ``/v1/events`` between payments."""
     results: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
-    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client:
 
         def flush() -> None:
             if pending:
@@ -185,7 +191,10 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     )
     t2 = time.perf_counter()
     with _ApiThread(create_app(container)) as url:
-        results = replay_over_http(url, stream, fit, progress, cfg.max_api_payments)
+        assert settings.dev_api_key is not None  # the demo runs as the development client
+        results = replay_over_http(
+            url, settings.dev_api_key, stream, fit, progress, cfg.max_api_payments
+        )
     t_api = time.perf_counter() - t2
     container.close()
 

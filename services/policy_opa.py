@@ -43,6 +43,16 @@ def source_revision(policy_dir: Path = POLICY_DIR) -> str:
     return "rg-" + h.hexdigest()[:12]
 
 
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``patch`` merged in recursively (patch wins on leaves)."""
+    out = dict(base)
+    for k, v in patch.items():
+        out[k] = (
+            deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
 def _check(kind: str, out: Any, keys: tuple[str, ...]) -> dict[str, Any]:
     """Fail closed unless the policy answered an object with the documented keys."""
     if not isinstance(out, dict) or any(k not in out for k in keys):
@@ -70,7 +80,14 @@ class WasmPolicy(PolicyEvaluator):
     The module lives in ``services/policy_bundle``, built by ``policies/build.sh``.
     """
 
-    def __init__(self, build_dir: Path = BUILD_DIR, policy_dir: Path | None = POLICY_DIR) -> None:
+    def __init__(
+        self,
+        build_dir: Path = BUILD_DIR,
+        policy_dir: Path | None = POLICY_DIR,
+        data_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        """``data_overrides`` is deep-merged over the bundle's data (a kill switch, a tenant's
+        thresholds); the revision then gains a ``+local`` suffix so decisions show it."""
         from opapywasm import OpaWasmPolicy
 
         build_dir = Path(build_dir)
@@ -86,7 +103,11 @@ class WasmPolicy(PolicyEvaluator):
                     f"{current}; run `make policies`"
                 )
         self._policy = OpaWasmPolicy.from_wasm_file(wasm)
-        self._policy.set_data(json.loads(data.read_text()))
+        data_doc = json.loads(data.read_text())
+        if data_overrides:
+            data_doc = deep_merge(data_doc, data_overrides)
+            self.revision += "+local"
+        self._policy.set_data(data_doc)
 
     def evaluate(self, kind: str, input_value: dict[str, Any]) -> Any:
         return self._policy.evaluate(input_value, ENTRYPOINTS[kind])

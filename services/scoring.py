@@ -1,8 +1,8 @@
 """The scoring pipeline behind ``POST /v1/score``.
 
-gate policy → point-in-time features and neighbourhood → GNN (or the tree fallback when the
-deadline is at risk) → decision policy → audit record → answer. The payment is fused into the
-graph after it is scored, so its own score never sees it.
+idempotency check → gate policy → point-in-time features and neighbourhood → GNN (or the tree
+fallback when the deadline is at risk) → decision policy → ingest → audit record → answer. The
+payment is fused into the graph after it is scored, so its own score never sees it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from feature_stream.events import Payment
 from feature_stream.ingest import Ingestor
 from gnn.engine import ScoringEngine
 from services.audit import AuditSink
+from services.auth import Principal
+from services.idempotency import IdempotencyCache
 from services.policy import PolicyEvaluator
 
 
@@ -35,6 +37,8 @@ class ScoreOutcome:
     latency_ms: dict[str, float]
     receipt: dict[str, Any]
     shadow_scores: dict[str, float] | None
+    shadow_rules: list[str]
+    replayed: bool = False
 
 
 class GateDenied(Exception):
@@ -54,6 +58,8 @@ class ScoringService:
         audit: AuditSink,
         audit_secret: str,
         shadow_baseline: bool = False,
+        region: str = "local",
+        idempotency: IdempotencyCache | None = None,
     ) -> None:
         self.engine = engine
         self.ingestor = ingestor
@@ -61,7 +67,9 @@ class ScoringService:
         self.audit = audit
         self.audit_key = audit_secret.encode()
         self.shadow_baseline = shadow_baseline
-        self._lock = threading.Lock()
+        self.region = region
+        self.idempotency = idempotency if idempotency is not None else IdempotencyCache()
+        self.lock = threading.Lock()
         self._gnn_ms = 5.0  # running estimate of the GNN path cost (sampling + forward)
 
     def input_hash(self, payload: dict[str, Any]) -> str:
@@ -72,21 +80,34 @@ class ScoringService:
     def score(
         self,
         payment: Payment,
-        tenant: str,
-        caller: str,
+        principal: Principal,
         deadline_ms: float,
         payload: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> ScoreOutcome:
+        """Score one payment for ``principal``.
+
+        A repeated ``idempotency_key`` (default: the transaction id) from the same caller
+        returns the first outcome without scoring or ingesting again; the same key with another
+        body raises :class:`~services.idempotency.IdempotencyConflict`.
+        """
         t_start = time.perf_counter()
         lat: dict[str, float] = {}
-        with self._lock:
+        tenant, caller = principal.tenant, principal.id
+        key = idempotency_key or payment.event_id
+        body_hash = self.input_hash(payload)
+        with self.lock:
             t0 = time.perf_counter()
             lat["queue"] = (t0 - t_start) * 1e3
+            cached = self.idempotency.get(caller, key, body_hash)
+            if cached is not None:
+                return ScoreOutcome(**{**cached, "replayed": True})
             gate_input = {
-                "client": {"id": caller, "tenant": tenant},
+                "client": principal.as_policy_input(),
                 "request": {
                     "tenant": tenant,
                     "purpose": "payment_authorisation",
+                    "region": self.region,
                     "model_version": self.engine.bundle.version,
                 },
             }
@@ -95,7 +116,7 @@ class ScoringService:
             finally:
                 lat["gate_policy"] = (time.perf_counter() - t0) * 1e3
             if not gate.allow:
-                self._audit_denied(payment, tenant, caller, payload, gate.reasons, gate.revision)
+                self._audit_denied(payment, principal, body_hash, gate.reasons, gate.revision)
                 raise GateDenied(gate.reasons)
             remaining = deadline_ms - (time.perf_counter() - t_start) * 1e3
             use_gnn = remaining > 2.0 * self._gnn_ms
@@ -111,11 +132,8 @@ class ScoringService:
                 self._gnn_ms *= 0.98
             shadow = None
             if self.shadow_baseline:
-                shadow = {
-                    "baseline": float(
-                        self.engine.bundle.baseline.predict([list(s.features.values())])[0]
-                    )
-                }
+                base = self.engine.bundle.baseline.predict([list(s.features.values())])
+                shadow = {"baseline": float(base[0])}
             t1 = time.perf_counter()
             decision = self.policy.decide(
                 {
@@ -124,6 +142,7 @@ class ScoringService:
                     "amount": payment.amount,
                     "currency": payment.currency,
                     "features": s.features,
+                    "entities": _entities(payment),
                     "model": {"version": self.engine.bundle.version, "served_by": s.served_by},
                 }
             )
@@ -142,36 +161,39 @@ class ScoringService:
                     "request_id": payment.event_id,
                     "caller": caller,
                     "tenant": tenant,
-                    "input_hash": self.input_hash(payload),
+                    "input_hash": body_hash,
                     "policy": {"gate": gate.revision, "decision": decision.revision},
                     "model_version": self.engine.bundle.version,
                     "served_by": s.served_by,
                     "score": round(s.score, 6),
                     "action": decision.action,
                     "reasons": reasons,
+                    "shadow_rules": decision.shadow,
                     "latency_ms": round(lat["total"], 3),
                 }
             )
             lat["audit"] = (time.perf_counter() - t3) * 1e3
-        return ScoreOutcome(
-            payment,
-            s.score,
-            decision.action,
-            reasons,
-            s.served_by,
-            self.engine.bundle.version,
-            decision.revision,
-            lat,
-            {"seq": receipt.seq, "hash": receipt.hash},
-            shadow,
-        )
+            out = ScoreOutcome(
+                payment,
+                s.score,
+                decision.action,
+                reasons,
+                s.served_by,
+                self.engine.bundle.version,
+                decision.revision,
+                lat,
+                {"seq": receipt.seq, "hash": receipt.hash},
+                shadow,
+                decision.shadow,
+            )
+            self.idempotency.put(caller, key, body_hash, dict(out.__dict__))
+        return out
 
     def _audit_denied(
         self,
         payment: Payment,
-        tenant: str,
-        caller: str,
-        payload: dict[str, Any],
+        principal: Principal,
+        body_hash: str,
         reasons: list[str],
         revision: str,
     ) -> None:
@@ -180,16 +202,16 @@ class ScoringService:
                 "kind": "inference_denied",
                 "at": datetime.now(UTC).isoformat(),
                 "request_id": payment.event_id,
-                "caller": caller,
-                "tenant": tenant,
-                "input_hash": self.input_hash(payload),
+                "caller": principal.id,
+                "tenant": principal.tenant,
+                "input_hash": body_hash,
                 "policy": {"gate": revision},
                 "reasons": reasons,
             }
         )
 
     def audit_failure(
-        self, request_id: str, tenant: str, caller: str, payload: dict[str, Any], error: str
+        self, request_id: str, principal: Principal, payload: dict[str, Any], error: str
     ) -> None:
         """Record a request that failed closed (policy unavailable)."""
         self.audit.append(
@@ -197,9 +219,18 @@ class ScoringService:
                 "kind": "inference_failed_closed",
                 "at": datetime.now(UTC).isoformat(),
                 "request_id": request_id,
-                "caller": caller,
-                "tenant": tenant,
+                "caller": principal.id,
+                "tenant": principal.tenant,
                 "input_hash": self.input_hash(payload),
                 "error": error,
             }
         )
+
+
+def _entities(p: Payment) -> dict[str, str]:
+    out = {"account_id": p.account_id, "card_id": p.card_id, "merchant_id": p.merchant_id}
+    if p.device_id is not None:
+        out["device_id"] = p.device_id
+    if p.ip is not None:
+        out["ip"] = p.ip
+    return out

@@ -8,8 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_PEPPER = "dev-pepper"
+DEV_TOKEN_SECRET = "dev-token-secret"  # development default; refused in production
+DEV_API_KEY = "dev-key"
 
 
 class Settings(BaseSettings):
@@ -39,20 +43,59 @@ class Settings(BaseSettings):
         False, description="RISKGRAPH_SHADOW_BASELINE; also return the tree model's score"
     )
     max_body_bytes: int = Field(64 * 1024, gt=0, description="RISKGRAPH_MAX_BODY_BYTES")
-    review_threshold: float = Field(0.5, ge=0, le=1, description="RISKGRAPH_REVIEW_THRESHOLD")
-    decline_threshold: float = Field(0.9, ge=0, le=1, description="RISKGRAPH_DECLINE_THRESHOLD")
     audit_secret: str = Field(
         "dev-audit-secret",
         description="RISKGRAPH_AUDIT_SECRET; HMAC key for input hashes in the audit log",
     )
     device: str = Field("auto", description="RISKGRAPH_DEVICE: auto, cpu or cuda")
+    region: str = Field(
+        "local",
+        description="RISKGRAPH_REGION; where this deployment runs, "
+        "checked by the gate policy against the tenant's regions",
+    )
+    policy_backend: Literal["wasm", "opa_server"] = Field(
+        "wasm",
+        description="RISKGRAPH_POLICY_BACKEND; wasm = compiled policy in-process, "
+        "opa_server = ask the OPA server at RISKGRAPH_OPA_URL",
+    )
+    opa_url: str = Field("http://127.0.0.1:8181", description="RISKGRAPH_OPA_URL")
+    clients_file: Path | None = Field(
+        None,
+        description="RISKGRAPH_CLIENTS_FILE; JSON list of payment clients with hashed "
+        "API keys (see `riskgraph keys new`)",
+    )
+    auth_pepper: str = Field(
+        DEV_PEPPER, description="RISKGRAPH_AUTH_PEPPER; HMAC key for stored API key hashes"
+    )
+    token_secret: str = Field(
+        DEV_TOKEN_SECRET, description="RISKGRAPH_TOKEN_SECRET; signs analyst tokens"
+    )
+    dev_api_key: str | None = Field(
+        DEV_API_KEY,
+        description="RISKGRAPH_DEV_API_KEY; development only: a built-in client "
+        "'dev-client' of tenant 'default' with this key",
+    )
+    idempotency_ttl_s: float = Field(24 * 3600.0, gt=0, description="RISKGRAPH_IDEMPOTENCY_TTL_S")
+
+    @field_validator("dev_api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if v == "" else v  # RISKGRAPH_DEV_API_KEY= (empty) turns the dev client off
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
-        if self.environment == "production" and self.audit_secret == "dev-audit-secret":
-            raise ValueError("RISKGRAPH_AUDIT_SECRET must be set in production")
-        if self.review_threshold > self.decline_threshold:
-            raise ValueError("review_threshold must not exceed decline_threshold")
+        if self.environment == "production":
+            defaults = {
+                "RISKGRAPH_AUDIT_SECRET": self.audit_secret == "dev-audit-secret",
+                "RISKGRAPH_AUTH_PEPPER": self.auth_pepper == DEV_PEPPER,
+                "RISKGRAPH_TOKEN_SECRET": self.token_secret == DEV_TOKEN_SECRET,
+                "RISKGRAPH_DEV_API_KEY (must be unset)": self.dev_api_key is not None,
+            }
+            bad = [name for name, is_default in defaults.items() if is_default]
+            if bad:
+                raise ValueError(
+                    "refusing to start in production with default secrets: " + ", ".join(bad)
+                )
         return self
 
 

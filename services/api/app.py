@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -16,7 +16,9 @@ from feature_stream.event_io import RawRecord
 from feature_stream.events import TOPICS, InvalidEvent, Payment, parse_event
 from services.api.metrics import ApiMetrics
 from services.api.schemas import ErrorResponse, EventsResponse, ScoreRequest, ScoreResponse
+from services.auth import AuthError, Principal, bearer
 from services.container import Container
+from services.idempotency import IdempotencyConflict
 from services.policy import PolicyUnavailable
 from services.scoring import GateDenied
 
@@ -32,13 +34,29 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
+def authenticate(
+    c: ContainerDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """The caller, from ``Authorization: Bearer <API key or analyst token>`` or ``X-API-Key``."""
+    try:
+        return c.auth.authenticate(bearer(authorization, x_api_key))
+    except AuthError as exc:
+        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}}
+
+
 def create_app(container: Container) -> FastAPI:
     """An app over a built :class:`~services.container.Container`."""
     app = FastAPI(
         title="riskgraph scoring API",
         version="0.1.0",
         description="Real-time fraud scoring with a GNN over a streaming graph of payments, "
-        "devices and social links.",
+        "devices and social links. Every endpoint but /healthz needs a credential.",
     )
     metrics = ApiMetrics()
     app.state.container = container
@@ -58,8 +76,8 @@ def create_app(container: Container) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
-    def readyz(c: ContainerDep) -> dict[str, Any]:
+    @app.get("/readyz", tags=["ops"], responses=AUTH_ERRORS)
+    def readyz(c: ContainerDep, _: PrincipalDep) -> dict[str, Any]:
         return {
             "status": "ready",
             "model_version": c.bundle.version,
@@ -67,8 +85,8 @@ def create_app(container: Container) -> FastAPI:
             "graph": c.graph.stats(),
         }
 
-    @app.get("/metrics", tags=["ops"])
-    def prometheus() -> Response:
+    @app.get("/metrics", tags=["ops"], responses=AUTH_ERRORS)
+    def prometheus(_: PrincipalDep) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
@@ -76,19 +94,24 @@ def create_app(container: Container) -> FastAPI:
         response_model=ScoreResponse,
         tags=["scoring"],
         responses={
+            **AUTH_ERRORS,
             403: {"model": ErrorResponse},
-            422: {"description": "Invalid body"},
+            409: {"model": ErrorResponse},
+            422: {"description": "Invalid body: the field at fault is in detail[].loc"},
             503: {"model": ErrorResponse},
         },
     )
     def score(
-        body: ScoreRequest, c: ContainerDep, x_client_id: Annotated[str, Header()] = "anonymous"
+        body: ScoreRequest,
+        c: ContainerDep,
+        principal: PrincipalDep,
+        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
     ) -> Any:
+        """Score one payment. A retry with the same ``Idempotency-Key`` (default: the
+        transaction id) returns the first decision and ingests nothing twice."""
         t0 = time.perf_counter()
         payload = body.model_dump(mode="json")
-        event = {
-            k: v for k, v in payload.items() if k not in ("tenant", "deadline_ms", "transaction_id")
-        }
+        event = {k: v for k, v in payload.items() if k not in ("deadline_ms", "transaction_id")}
         event["event_id"] = body.transaction_id
         event["type"] = "payment"
         event["event_time"] = (body.event_time or datetime.now(UTC)).isoformat()
@@ -100,30 +123,30 @@ def create_app(container: Container) -> FastAPI:
                 {"detail": [{"loc": ["body", *map(str, first["loc"])], "msg": first["msg"]}]},
                 status_code=422,
             )
-        except InvalidEvent as exc:  # the request model already checked; belt and braces
-            return JSONResponse(
-                {"detail": [{"loc": ["body", exc.field], "msg": exc.reason}]}, status_code=422
-            )
         deadline = min(body.deadline_ms or settings.default_deadline_ms, settings.max_deadline_ms)
         try:
-            out = c.scoring.score(payment, body.tenant, x_client_id, deadline, payload)
+            out = c.scoring.score(payment, principal, deadline, payload, idempotency_key)
+        except IdempotencyConflict as exc:
+            metrics.requests.labels("conflict").inc()
+            return JSONResponse({"detail": str(exc)}, status_code=409)
         except GateDenied as exc:
             metrics.requests.labels("denied").inc()
             return JSONResponse({"detail": f"denied by gate policy: {exc}"}, status_code=403)
         except PolicyUnavailable as exc:
             metrics.requests.labels("failed_closed").inc()
-            c.scoring.audit_failure(
-                body.transaction_id, body.tenant, x_client_id, payload, str(exc)
-            )
+            c.scoring.audit_failure(body.transaction_id, principal, payload, str(exc))
             log.error("policy unavailable, failing closed: %s", exc)
             return JSONResponse(
                 {"detail": f"policy unavailable, not scored: {exc}"}, status_code=503
             )
-        metrics.requests.labels("scored").inc()
-        metrics.served.labels(out.served_by, out.action).inc()
-        out.latency_ms["http"] = (time.perf_counter() - t0) * 1e3
-        for stage, ms in out.latency_ms.items():
-            metrics.stage_ms.labels(stage).observe(ms)
+        if out.replayed:
+            metrics.requests.labels("replayed").inc()
+        else:
+            metrics.requests.labels("scored").inc()
+            metrics.served.labels(out.served_by, out.action).inc()
+            out.latency_ms["http"] = (time.perf_counter() - t0) * 1e3
+            for stage, ms in out.latency_ms.items():
+                metrics.stage_ms.labels(stage).observe(ms)
         return ScoreResponse(
             transaction_id=body.transaction_id,
             score=out.score,
@@ -135,35 +158,33 @@ def create_app(container: Container) -> FastAPI:
             latency_ms={k: round(v, 3) for k, v in out.latency_ms.items()},
             receipt=out.receipt,
             shadow_scores=out.shadow_scores,
+            shadow_rules=out.shadow_rules,
         )
 
-    @app.post("/v1/events", response_model=EventsResponse, tags=["ingest"])
-    def events(records: list[dict[str, Any]], c: ContainerDep) -> EventsResponse:
-        """Ingest raw events (device, social, label, payment); bad ones are dead-lettered and
-        listed back with the field at fault."""
+    @app.post("/v1/events", response_model=EventsResponse, tags=["ingest"], responses=AUTH_ERRORS)
+    def events(records: list[Any], c: ContainerDep, _: PrincipalDep) -> EventsResponse:
+        """Ingest raw events (device, social, label, payment); invalid ones are dead-lettered
+        and listed back with the field at fault."""
         accepted = duplicates = 0
         rejected: list[dict[str, Any]] = []
-        before = c.ingestor.stats.dead_letters
-        with c.scoring._lock:
+        with c.scoring.lock:
             for i, raw in enumerate(records):
                 topic = TOPICS.get(raw.get("type", ""), "") if isinstance(raw, dict) else ""
-                ev = c.ingestor.parse(RawRecord(topic, raw, i))
+                rec = RawRecord(topic, raw, i)
+                try:
+                    parse_event(raw)
+                except InvalidEvent as exc:
+                    rejected.append({"index": i, "field": exc.field, "reason": exc.reason})
+                ev = c.ingestor.parse(rec)  # dead-letters the invalid ones with the reason
                 if ev is None:
                     continue
                 if c.ingestor.apply(ev):
                     accepted += 1
                 else:
                     duplicates += 1
-        n_bad = c.ingestor.stats.dead_letters - before
-        if n_bad:
-            for i, raw in enumerate(records):
-                try:
-                    parse_event(raw)
-                except InvalidEvent as exc:
-                    rejected.append({"index": i, "field": exc.field, "reason": exc.reason})
         metrics.events.labels("accepted").inc(accepted)
         metrics.events.labels("duplicate").inc(duplicates)
-        metrics.events.labels("dead_letter").inc(n_bad)
+        metrics.events.labels("dead_letter").inc(len(rejected))
         return EventsResponse(accepted=accepted, duplicates=duplicates, rejected=rejected)
 
     return app

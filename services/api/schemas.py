@@ -10,7 +10,8 @@ from feature_stream.events import Id
 
 
 class ScoreRequest(BaseModel):
-    """A payment to score. ``event_time`` defaults to now if omitted."""
+    """A payment to score. ``event_time`` defaults to now if omitted. The tenant is the
+    caller's, from its credential."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -24,7 +25,6 @@ class ScoreRequest(BaseModel):
     channel: Literal["card_present", "ecommerce", "p2p"] = "ecommerce"
     device_id: Id | None = None
     ip: str | None = None
-    tenant: Id = "default"
     deadline_ms: float | None = Field(None, gt=0, description="Time budget for this request")
 
 
@@ -43,6 +43,7 @@ class ScoreResponse(BaseModel):
     latency_ms: dict[str, float]
     receipt: dict[str, Any]
     shadow_scores: dict[str, float] | None = None
+    shadow_rules: list[str] = []
 
 
 class EventsResponse(BaseModel):

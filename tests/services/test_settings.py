@@ -33,7 +33,16 @@ def test_production_from_the_environment_also_refuses(monkeypatch: pytest.Monkey
     with pytest.raises(ValidationError, match="AUDIT_SECRET"):
         load_settings()
     monkeypatch.setenv("RISKGRAPH_AUDIT_SECRET", "a-real-secret")
-    assert load_settings().environment == "production"
+    with pytest.raises(ValidationError, match="AUTH_PEPPER") as err:
+        load_settings()
+    assert "AUDIT_SECRET" not in str(err.value)
+    monkeypatch.setenv("RISKGRAPH_AUTH_PEPPER", "real-pepper")
+    monkeypatch.setenv("RISKGRAPH_TOKEN_SECRET", "real-token-secret")
+    with pytest.raises(ValidationError, match="DEV_API_KEY"):
+        load_settings()
+    monkeypatch.setenv("RISKGRAPH_DEV_API_KEY", "")
+    s = load_settings()
+    assert (s.environment, s.dev_api_key) == ("production", None)
 
 
 def test_environment_is_read_and_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,47 @@
+"""Idempotent scoring: a retry returns the first decision and ingests nothing twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.idempotency import IdempotencyCache, IdempotencyConflict
+from tests.services.api_harness import App, body
+
+
+def test_a_retry_returns_the_same_decision_and_does_not_ingest_twice(app: App) -> None:
+    first = app.client.post("/v1/score", json=body(), headers={"Idempotency-Key": "k-1"})
+    edges = app.c.graph.stats()["edges"]
+    records = len(app.audit.records)
+    again = app.client.post("/v1/score", json=body(), headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 200
+    a, b = first.json(), again.json()
+    assert (a["score"], a["action"], a["receipt"]) == (b["score"], b["action"], b["receipt"])
+    assert app.c.graph.stats()["edges"] == edges
+    assert len(app.audit.records) == records
+    assert app.c.ingestor.stats.accepted["payment"] == 1
+
+
+def test_without_a_header_the_transaction_id_is_the_key(app: App) -> None:
+    a = app.client.post("/v1/score", json=body()).json()
+    b = app.client.post("/v1/score", json=body()).json()
+    assert a["receipt"] == b["receipt"]
+    assert len(app.audit.records) == 1
+
+
+def test_a_key_reused_with_another_body_is_409(app: App) -> None:
+    assert app.client.post("/v1/score", json=body(), headers={"Idempotency-Key": "k"}).is_success
+    r = app.client.post("/v1/score", json=body(amount=999.0), headers={"Idempotency-Key": "k"})
+    assert r.status_code == 409
+    assert "another body" in r.json()["detail"]
+
+
+def test_the_cache_is_bounded_and_scoped_by_caller() -> None:
+    c = IdempotencyCache(max_entries=2)
+    for i in range(3):
+        c.put("caller", f"k{i}", "h", {"i": i})
+    assert len(c) == 2
+    assert c.get("caller", "k0", "h") is None
+    assert c.get("caller", "k2", "h") == {"i": 2}
+    assert c.get("someone-else", "k2", "h") is None
+    with pytest.raises(IdempotencyConflict):
+        c.get("caller", "k2", "other-hash")
