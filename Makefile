@@ -26,15 +26,34 @@ lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy feature_stream gnn services
 
-test: install ## install everything and run the whole test suite (what CI runs)
+test: install ## install everything, start the real services the tests need, run every test (CI)
 	$(MAKE) lint
-	$(VENV)/bin/pytest -q
+	$(MAKE) policy-check
+	PY=$(abspath $(PY)) bash deploy/with-services.sh opa -- $(VENV)/bin/pytest -q
+
+policy-check: install ## opa fmt, opa check --strict, opa test with coverage >= 90%, Wasm build fresh
+	bash deploy/opa.sh install
+	PY=$(abspath $(PY)) bash policies/check.sh
+
+policies: install ## recompile the Rego policies to Wasm (services/policy_bundle) after editing them
+	bash deploy/opa.sh install
+	PY=$(abspath $(PY)) bash policies/build.sh
+
+services-up: install ## start Kafka, Neo4j, Redis and OPA on loopback (fetched/built on first use)
+	bash deploy/services.sh up
+
+services-down: ## stop the services deploy/ started
+	bash deploy/services.sh down
+
+services-status: ## which services are running and ready
+	bash deploy/services.sh status
 
 bench: install ## run the benchmarks (tables on stdout, JSON under runs/bench/)
 	$(PY) bench/ingest.py --out runs/bench/ingest.json
 	$(PY) bench/sampling.py --out runs/bench/sampling.json
+	$(PY) bench/governance.py --out runs/bench/governance.json
 
 clean: ## remove build and run outputs (keeps .venv)
 	rm -rf runs artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help install demo lint test bench clean
+.PHONY: help install demo lint test policy-check policies services-up services-down services-status bench clean
