@@ -13,9 +13,11 @@ py="${PY:-$root/.venv/bin/python}"
 [[ -x "$opa" ]] || { echo "policies/build.sh: no opa at $opa (run: bash deploy/opa.sh install)" >&2; exit 1; }
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-"$opa" build -t wasm --ignore '*_test.rego' \
+# Relative path from the repo root: OPA embeds source file names in the module, so an absolute
+# path would make the build differ between checkouts.
+(cd "$root" && "$opa" build -t wasm --ignore '*_test.rego' \
   -e riskgraph/gate/result -e riskgraph/decision/result -e riskgraph/review/result \
-  -o "$tmp/bundle.tar.gz" "$here"
+  -o "$tmp/bundle.tar.gz" policies)
 tar -xzf "$tmp/bundle.tar.gz" -C "$tmp" /policy.wasm /data.json 2>/dev/null \
   || tar -xzf "$tmp/bundle.tar.gz" -C "$tmp" policy.wasm data.json
 mkdir -p "$out"
