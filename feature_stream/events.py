@@ -20,13 +20,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -41,6 +41,17 @@ TOPICS: dict[str, str] = {
 """Event type → topic (and file stem) it travels on."""
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+def _valid_ip(v: str) -> str:
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
+
+
+IpAddress = Annotated[str, Field(max_length=64), AfterValidator(_valid_ip)]
+"""An IPv4 or IPv6 address, normalised."""
 
 
 class EventBase(BaseModel):
@@ -74,12 +85,7 @@ class Payment(EventBase):
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     channel: Literal["card_present", "ecommerce", "p2p"] = "ecommerce"
     device_id: Id | None = None
-    ip: str | None = None
-
-    @field_validator("ip")
-    @classmethod
-    def _ip(cls, v: str | None) -> str | None:
-        return _valid_ip(v)
+    ip: IpAddress | None = None
 
     @property
     def key(self) -> str:
@@ -93,12 +99,7 @@ class DeviceEvent(EventBase):
     kind: Literal["login", "enrolment"] = "login"
     account_id: Id
     device_id: Id
-    ip: str | None = None
-
-    @field_validator("ip")
-    @classmethod
-    def _ip(cls, v: str | None) -> str | None:
-        return _valid_ip(v)
+    ip: IpAddress | None = None
 
     @property
     def key(self) -> str:
@@ -189,15 +190,6 @@ def parse_event(raw: Any) -> Payment | DeviceEvent | SocialEvent | LabelEvent:
 def to_record(event: EventBase) -> dict[str, Any]:
     """The JSON-ready mapping of an event (inverse of :func:`parse_event`)."""
     return event.model_dump(mode="json")
-
-
-def _valid_ip(v: str | None) -> str | None:
-    if v is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
 
 
 def utc(ts: float) -> datetime:

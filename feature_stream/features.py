@@ -90,32 +90,10 @@ def observations_for(
             Observation("merchants", ts, 0.0, m, eid),
         ]
         if event.device_id is not None:
-            d = event.device_id
-            obs += [
-                Observation(f"dev:{d}", ts, amt, a, eid),
-                Observation(f"dev_acct:{d}", ts, 0.0, a, eid),
-                Observation(f"acct_dev:{a}", ts, 0.0, d, eid),
-                Observation("devices", ts, 0.0, d, eid),
-            ]
-        if event.ip is not None:
-            obs += [
-                Observation(f"ip_acct:{event.ip}", ts, 0.0, a, eid),
-                Observation(f"acct_ip:{a}", ts, 0.0, event.ip, eid),
-            ]
-        return obs
+            obs.append(Observation(f"dev:{event.device_id}", ts, amt, a, eid))
+        return obs + _seen_on(a, event.device_id, event.ip, ts, eid)
     if isinstance(event, DeviceEvent):
-        a, d = event.account_id, event.device_id
-        obs = [
-            Observation(f"dev_acct:{d}", ts, 0.0, a, eid),
-            Observation(f"acct_dev:{a}", ts, 0.0, d, eid),
-            Observation("devices", ts, 0.0, d, eid),
-        ]
-        if event.ip is not None:
-            obs += [
-                Observation(f"ip_acct:{event.ip}", ts, 0.0, a, eid),
-                Observation(f"acct_ip:{a}", ts, 0.0, event.ip, eid),
-            ]
-        return obs
+        return _seen_on(event.account_id, event.device_id, event.ip, ts, eid)
     if isinstance(event, SocialEvent):
         if event.kind != "p2p_transfer":
             return []
@@ -141,6 +119,26 @@ def observations_for(
             keys.append(f"fraud:ip:{rec.ip}")
         return [Observation(k, ts, 1.0, rec.transaction_id, eid) for k in keys]
     raise TypeError(f"not an event: {type(event).__name__}")
+
+
+def _seen_on(
+    account: str, device: str | None, ip: str | None, ts: float, eid: str
+) -> list[Observation]:
+    """An account seen on a device and/or IP (a login or a payment): the shared-device,
+    shared-IP and first-seen keys."""
+    obs = []
+    if device is not None:
+        obs += [
+            Observation(f"dev_acct:{device}", ts, 0.0, account, eid),
+            Observation(f"acct_dev:{account}", ts, 0.0, device, eid),
+            Observation("devices", ts, 0.0, device, eid),
+        ]
+    if ip is not None:
+        obs += [
+            Observation(f"ip_acct:{ip}", ts, 0.0, account, eid),
+            Observation(f"acct_ip:{account}", ts, 0.0, ip, eid),
+        ]
+    return obs
 
 
 def compute_features(p: Payment, store: FeatureStore) -> FeatureVector:
