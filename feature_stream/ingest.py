@@ -87,13 +87,18 @@ class Ingestor:
         return event
 
     def apply(self, event: AnyEvent) -> bool:
-        """Fuse one validated event; ``False`` if it was a replay of one already applied."""
-        if not self.features.mark_seen(event.event_id):
-            self.stats.duplicates += 1
-            return False
+        """Fuse one validated event; ``False`` if it was a replay of one already applied.
+
+        Both stores' writes are idempotent by event id, so the event is written first and only
+        then marked seen: a crash between the two replays the writes (no effect) instead of
+        skipping an event that was never written.
+        """
         # Graph first: a label's observations need the labelled payment from the graph.
         self.graph.add(event)
         self.features.add(observations_for(event, self.graph.transaction))
+        if not self.features.mark_seen(event.event_id):
+            self.stats.duplicates += 1
+            return False
         self.stats.accepted[event.type] += 1
         return True
 

@@ -7,11 +7,12 @@ import json
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feature_stream.event_io import InMemoryEventSink, InMemoryEventSource, RawRecord
-from feature_stream.events import TOPICS, to_record
+from feature_stream.events import TOPICS, Payment, to_record
 from feature_stream.feature_memory import InMemoryFeatureStore
 from feature_stream.features import compute_features
 from feature_stream.graph_memory import InMemoryGraphStore
@@ -140,3 +141,30 @@ def raw_kind_is_bad(kinds: list[str], records: list[tuple[str, Any]], offset: in
     """Whether the record at ``offset`` (an original or a replay of one) is malformed."""
     origin = records.index(records[offset])
     return kinds[origin] not in ("payment", "device")
+
+
+class _GraphDownOnce(InMemoryGraphStore):
+    """The graph store's first write fails (Neo4j unreachable), later ones succeed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def _add_payment(self, e: Payment) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("graph store unreachable")
+        super()._add_payment(e)
+
+
+def test_a_failed_sink_write_is_not_marked_seen_so_the_replay_writes_it() -> None:
+    graph, features = _GraphDownOnce(), InMemoryFeatureStore()
+    ing = Ingestor(graph, features, InMemoryEventSink())
+    event = payment("p1", 10.0, account="a", card="c", merchant="m", device="d")
+    with pytest.raises(ConnectionError):
+        ing.apply(event)
+    assert ing.apply(event) is True  # the replay after the outage writes it
+    assert ing.apply(event) is False  # and a second replay is a duplicate
+    assert graph.transaction("p1") is not None
+    assert features.window("card:c", 0.0, 1e12).count == 1
+    assert (ing.stats.accepted["payment"], ing.stats.duplicates) == (1, 1)
