@@ -29,7 +29,7 @@ lint: install ## ruff (lint + format check) and mypy
 test: install ## install everything, start the real services the tests need, run every test (CI)
 	$(MAKE) lint
 	$(MAKE) policy-check
-	PY=$(abspath $(PY)) bash deploy/with-services.sh opa -- $(VENV)/bin/pytest -q
+	PY=$(abspath $(PY)) bash deploy/with-services.sh kafka neo4j redis opa -- $(VENV)/bin/pytest -q
 
 policy-check: install ## opa fmt, opa check --strict, opa test with coverage >= 90%, Wasm build fresh
 	bash deploy/opa.sh install
@@ -52,8 +52,13 @@ bench: install ## run the benchmarks (tables on stdout, JSON under runs/bench/)
 	$(PY) bench/ingest.py --out runs/bench/ingest.json
 	$(PY) bench/sampling.py --out runs/bench/sampling.json
 	$(PY) bench/governance.py --out runs/bench/governance.json
+	$(PY) bench/model.py --out runs/bench/model.json
+
+bench-services: install ## benchmarks against the real services (Kafka, Neo4j, Redis started here)
+	RISKGRAPH_JVM_FAST_START=0 PY=$(abspath $(PY)) bash deploy/with-services.sh kafka neo4j redis -- \
+	  sh -c '$(PY) bench/stores.py --out runs/bench/stores.json && $(PY) bench/stream.py --out runs/bench/stream.json'
 
 clean: ## remove build and run outputs (keeps .venv)
 	rm -rf runs artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help install demo lint test policy-check policies services-up services-down services-status bench clean
+.PHONY: help install demo lint test policy-check policies services-up services-down services-status bench bench-services clean

@@ -1,4 +1,4 @@
-"""``riskgraph`` command line: generate, train, serve, demo, audit."""
+"""``riskgraph`` command line: generate, train, serve, demo, audit, produce, stream."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from services.api.app import create_app
-    from services.container import build_container
+    from services.container import build_container, freeze_heap
     from services.settings import load_settings
 
     overrides: dict[str, object] = {}
@@ -50,7 +50,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.history:
         overrides["history_dir"] = Path(args.history)
     settings = load_settings(**overrides)
-    app = create_app(build_container(settings))
+    container = build_container(settings)
+    freeze_heap()
+    app = create_app(container)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
@@ -100,6 +102,39 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         return 0
     print(f"BROKEN at record {result.first_bad}: {result.error}", file=sys.stderr)
     return 1
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from feature_stream.kafka_io import KafkaEventSink, produce_stream
+    from feature_stream.stream_app import StreamConfig
+
+    bootstrap = StreamConfig(topic_prefix=args.topic_prefix).kafka_bootstrap
+    sink = KafkaEventSink(bootstrap, prefix=args.topic_prefix)
+    try:
+        rate = None if args.max else args.rate
+        sent = produce_stream(Path(args.stream), sink, rate=rate, progress=not args.quiet)
+    finally:
+        sink.close()
+    print(json.dumps({"sent": sent, "bootstrap": bootstrap, "topic_prefix": args.topic_prefix}))
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from feature_stream.stream_app import StreamConfig, run_worker
+
+    overrides = {
+        k: v
+        for k, v in {
+            "topic_prefix": args.topic_prefix,
+            "graph_backend": args.graph,
+            "feature_backend": args.features,
+            "namespace": args.namespace,
+            "group_instance_id": args.instance_id,
+            "metrics_port": args.metrics_port,
+        }.items()
+        if v is not None
+    }
+    return run_worker(StreamConfig(**overrides))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +195,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_cmd_demo)
+
+    pr = sub.add_parser(
+        "produce",
+        help="publish a stream directory to the Kafka source topics in event-time order "
+        "(RISKGRAPH_KAFKA_BOOTSTRAP)",
+    )
+    pr.add_argument("--stream", required=True, help="stream directory (from `generate`)")
+    rate = pr.add_mutually_exclusive_group()
+    rate.add_argument("--rate", type=float, default=1000.0, help="events per second (1000)")
+    rate.add_argument("--max", action="store_true", help="as fast as the broker takes them")
+    pr.add_argument("--topic-prefix", default="", help="prefix of every topic name")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=_cmd_produce)
+
+    st = sub.add_parser(
+        "stream",
+        help="run a stream worker: Kafka source topics → graph + feature stores → changelog "
+        "(commits after the stores; SIGTERM finishes the batch)",
+    )
+    st.add_argument("--topic-prefix", default=None, help="prefix of every topic name")
+    st.add_argument("--graph", choices=["neo4j", "memory"], default=None, help="graph store")
+    st.add_argument("--features", choices=["redis", "memory"], default=None, help="features")
+    st.add_argument("--namespace", default=None, help="Neo4j namespace / Redis prefix rg:<ns>:")
+    st.add_argument("--instance-id", default=None, help="static group membership id")
+    st.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics")
+    st.set_defaults(func=_cmd_stream)
 
     k = sub.add_parser("keys", help="API keys for payment clients")
     ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -1,0 +1,198 @@
+"""Stream worker throughput (Kafka → Neo4j) and changelog lag (Kafka → replica window).
+
+Needs Kafka and Neo4j (and Redis with ``--features redis``): ``deploy/services.sh up``.
+
+* **ingest**: the whole stream is produced first; then a worker (Neo4j graph store, feature store
+  per ``--features``) drains it. events/s = records / (last commit − first fetch). Targets:
+  ≥ 5k events/s.
+* **lag**: a producer publishes at ``--rate`` events/s while the worker and a changelog follower
+  (in-memory window) run; lag = source record produce time → applied in the window (ms).
+  Target p99 ≤ 250 ms.
+
+Each run uses fresh topics and a fresh Neo4j namespace (deleted afterwards); medians over runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from common import machine, percentiles, table, write
+
+from feature_stream.changelog import ChangelogFollower
+from feature_stream.event_io import FileEventSource
+from feature_stream.kafka_io import KafkaEventSink, produce_stream
+from feature_stream.stream_app import StreamConfig, build_stores, make_app
+
+BOOTSTRAP = os.environ.get("RISKGRAPH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+def _stream(accounts: int, days: int) -> Path:
+    from feature_stream.generator import GeneratorConfig, generate
+
+    path = Path(f"runs/bench/stream-{accounts}x{days}")
+    if not (path / "manifest.json").exists():
+        # Fraud scenarios scaled to the population (the defaults need ~2000 accounts).
+        scale = min(1.0, accounts / 4000)
+        knobs = {
+            k: max(1, round(v * scale))
+            for k, v in GeneratorConfig().model_dump().items()
+            if k
+            in (
+                "rings",
+                "takeover_waves",
+                "card_testing_bursts",
+                "mule_chains",
+                "device_farm_episodes",
+                "bust_out_merchants",
+            )
+        }
+        cfg = GeneratorConfig(n_accounts=accounts, n_merchants=max(50, accounts // 5), days=days)
+        generate(cfg.model_copy(update=knobs), path, progress=False)
+    return path
+
+
+def _config(args: argparse.Namespace, tag: str) -> StreamConfig:
+    run = f"bench-{tag}-{uuid.uuid4().hex[:8]}"
+    return StreamConfig(
+        kafka_bootstrap=BOOTSTRAP,
+        topic_prefix=run + "-",
+        namespace=run,
+        graph_backend="neo4j",
+        feature_backend=args.features,
+        batch_max=args.batch,
+        neo4j_uri=os.environ.get("RISKGRAPH_NEO4J_URI", "bolt://127.0.0.1:7687"),
+        redis_url=os.environ.get("RISKGRAPH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    )
+
+
+def _produce(cfg: StreamConfig, stream: Path, rate: float | None) -> None:
+    sink = KafkaEventSink(BOOTSTRAP, prefix=cfg.topic_prefix)
+    try:
+        produce_stream(stream, sink, rate=rate, progress=False)
+    finally:
+        sink.close()
+
+
+def ingest_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, float]:
+    cfg = _config(args, "ingest")
+    _produce(cfg, stream, None)
+    graph, features = build_stores(cfg)
+    worker = make_app(cfg, graph, features)
+
+    async def run() -> dict[str, float]:
+        task = asyncio.create_task(worker.run())
+        first = None
+        while worker.processed < total:
+            if first is None and worker.processed > 0:
+                first = time.perf_counter()
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        end = time.perf_counter()
+        worker.stop()
+        await task
+        secs = end - (first or end)
+        return {"events": total, "seconds": secs, "events_per_s": total / secs}
+
+    try:
+        return asyncio.run(run())
+    finally:
+        graph.clear()  # type: ignore[attr-defined]
+        graph.close()
+        features.close()
+
+
+def lag_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, Any]:
+    cfg = _config(args, "lag")
+    graph, features = build_stores(cfg)
+    worker = make_app(cfg, graph, features)
+
+    async def run() -> list[float]:
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(2.0)  # joined the group and created the topics
+        follower = ChangelogFollower(BOOTSTRAP, cfg.topic_prefix)
+        await follower.start()
+        producer = threading.Thread(target=_produce, args=(cfg, stream, args.rate))
+        producer.start()
+        while producer.is_alive() or worker.processed < total:
+            await follower.poll(timeout_ms=20)
+        await follower.catch_up()
+        worker.stop()
+        await task
+        await follower.close()
+        producer.join()
+        return list(follower.lags_ms)
+
+    try:
+        lags = asyncio.run(run())
+    finally:
+        graph.clear()  # type: ignore[attr-defined]
+        graph.close()
+        features.close()
+    return {"rate": args.rate, **percentiles(lags)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--accounts", type=int, default=2000)
+    ap.add_argument("--days", type=int, default=14)
+    ap.add_argument("--features", choices=["memory", "redis"], default="memory")
+    ap.add_argument("--batch", type=int, default=1000, help="worker batch (records)")
+    ap.add_argument("--rate", type=float, default=500.0, help="lag runs: produce rate, ev/s")
+    ap.add_argument("--lag-accounts", type=int, default=300, help="lag runs: stream size")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", help="write JSON here")
+    args = ap.parse_args()
+    stream = _stream(args.accounts, args.days)
+    total = sum(1 for _ in FileEventSource(stream))
+    ingest = [ingest_run(args, stream, total) for _ in range(args.runs)]
+    lag_stream = _stream(args.lag_accounts, args.days)
+    lag_total = sum(1 for _ in FileEventSource(lag_stream))
+    lag = [lag_run(args, lag_stream, lag_total) for _ in range(args.runs)]
+    med_eps = statistics.median(r["events_per_s"] for r in ingest)
+    med_lag = {k: statistics.median(r[k] for r in lag) for k in ("p50", "p95", "p99", "max")}
+    rows = [("run", "ingest ev/s", "lag p50 ms", "lag p99 ms", "lag max ms")]
+    rows += [
+        (
+            str(i),
+            f"{a['events_per_s']:.0f}",
+            f"{b['p50']:.1f}",
+            f"{b['p99']:.1f}",
+            f"{b['max']:.1f}",
+        )
+        for i, (a, b) in enumerate(zip(ingest, lag, strict=True))
+    ]
+    rows.append(("median", f"{med_eps:.0f}", f"{med_lag['p50']:.1f}", f"{med_lag['p99']:.1f}", ""))
+    print(table(rows))
+    print(
+        f"ingest: {total} records; lag: {lag_total} records produced at {args.rate:.0f} ev/s; "
+        f"features={args.features}"
+    )
+    write(
+        args.out,
+        {
+            "records": total,
+            "lag_records": lag_total,
+            "lag_rate": args.rate,
+            "features": args.features,
+            "batch_max": args.batch,
+            "ingest_runs": ingest,
+            "lag_runs": lag,
+            "median_ingest_events_per_s": med_eps,
+            "median_lag_ms": med_lag,
+            "targets": {"ingest_events_per_s": 5000, "lag_p99_ms": 250},
+            "machine": machine(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

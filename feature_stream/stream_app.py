@@ -1,0 +1,458 @@
+"""The stream worker: Kafka source topics → validate → graph store + feature store → changelog.
+
+One worker consumes the four source topics (:data:`~feature_stream.events.TOPICS`, keyed by
+account id) in one consumer group and, per batch:
+
+1. validates every record with :meth:`Ingestor.parse`; rejects go to the ``dead-letters`` topic
+   with the field at fault and the reason;
+2. writes the accepted events to the graph store (one ``add_many`` round trip) and their
+   observations to the feature store (:func:`apply_batch`), retrying with capped exponential
+   backoff while a store is unavailable;
+3. publishes every accepted event to the ``graph-changelog`` topic (header
+   :data:`~feature_stream.kafka_io.PRODUCED_AT_HEADER` carries the source record's timestamp),
+   concurrently with step 2 — replicas may see a batch up to one batch before Neo4j does;
+4. commits the batch's offsets once steps 2 and 3 are both acknowledged.
+
+Delivery and resume semantics (*exactly once in effect*):
+
+* Offsets are committed manually (``enable_auto_commit=False``) and only after steps 2 and 3
+  completed for every record at or before them, so a crash at any point replays from the last
+  commit. The sinks are idempotent (graph writes MERGE by event id, observations by ``obs_id``,
+  the seen-marks are set *after* the writes), so a replay changes nothing it already wrote.
+* The changelog and the dead-letter topic are at-least-once: a replayed batch is published
+  again. Changelog readers dedupe by event id (:mod:`feature_stream.changelog`).
+* While a store is down the worker retries the same batch (delay doubling from
+  ``retry_initial_s`` up to ``retry_max_s``, every attempt logged) and neither commits nor
+  fetches past it; after ``give_up_after_s`` it exits with an error, still without committing,
+  so a supervisor restart resumes from the same batch.
+* Records are processed in produce-time order across the four topics (a partition is held back
+  while another one that is behind could still deliver older records, at most
+  ``align_max_wait_s``), so a label meets its payment already in the graph, as in a replay.
+
+Why aiokafka rather than Faust agents: Faust's ``Stream.take`` acknowledges a batch in a
+``finally`` block, so an agent that raised while a store was down would have its offsets
+committed anyway; its commits are periodic, not "after this batch"; and batching through
+``take`` loses the partition/offset a dead letter must name. The worker keeps the agents' shape
+(thin adapter, all logic in :mod:`feature_stream.ingest` and :func:`apply_batch`) with explicit
+commits. Scale-out is the same: N workers in one group, partitions assigned by Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import signal
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from feature_stream.event_io import InMemoryEventSink, RawRecord
+from feature_stream.events import to_record
+from feature_stream.feature_store import FeatureStore
+from feature_stream.features import observations_for
+from feature_stream.graph_store import GraphStore, TxnRecord
+from feature_stream.ingest import AnyEvent, Ingestor
+from feature_stream.kafka_io import (
+    DEAD_LETTERS,
+    GRAPH_CHANGELOG,
+    PRODUCED_AT_HEADER,
+    all_topics,
+    decode,
+    encode,
+    ensure_topics,
+    source_topics,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StreamConfig(BaseSettings):
+    """Settings of one stream worker. Env var = ``RISKGRAPH_`` + field name."""
+
+    model_config = SettingsConfigDict(env_prefix="RISKGRAPH_", extra="forbid")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="RISKGRAPH_KAFKA_BOOTSTRAP")
+    topic_prefix: str = Field("", description="RISKGRAPH_TOPIC_PREFIX; isolates tenants/tests")
+    group_id: str | None = Field(
+        None, description="RISKGRAPH_GROUP_ID; default '<topic_prefix>riskgraph-stream'"
+    )
+    group_instance_id: str | None = Field(
+        None,
+        description="RISKGRAPH_GROUP_INSTANCE_ID; static membership: a restarted worker with "
+        "the same id takes its partitions back without waiting for a session timeout",
+    )
+    partitions: int = Field(1, ge=1, description="RISKGRAPH_PARTITIONS; for topics it creates")
+    graph_backend: Literal["neo4j", "memory"] = Field(
+        "memory", description="RISKGRAPH_GRAPH_BACKEND"
+    )
+    feature_backend: Literal["redis", "memory"] = Field(
+        "memory", description="RISKGRAPH_FEATURE_BACKEND"
+    )
+    neo4j_uri: str = Field("bolt://127.0.0.1:7687", description="RISKGRAPH_NEO4J_URI")
+    neo4j_user: str | None = Field(None, description="RISKGRAPH_NEO4J_USER; None = no auth")
+    neo4j_password: str | None = Field(None, description="RISKGRAPH_NEO4J_PASSWORD")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="RISKGRAPH_REDIS_URL")
+    namespace: str = Field(
+        "default", description="RISKGRAPH_NAMESPACE; Neo4j namespace, Redis key prefix rg:<ns>:"
+    )
+    batch_max: int = Field(1000, ge=1, description="RISKGRAPH_BATCH_MAX; records per sink write")
+    poll_timeout_ms: int = Field(100, ge=1, description="RISKGRAPH_POLL_TIMEOUT_MS")
+    align_max_wait_s: float = Field(0.5, ge=0, description="RISKGRAPH_ALIGN_MAX_WAIT_S")
+    retry_initial_s: float = Field(0.2, gt=0, description="RISKGRAPH_RETRY_INITIAL_S")
+    retry_max_s: float = Field(5.0, gt=0, description="RISKGRAPH_RETRY_MAX_S")
+    give_up_after_s: float = Field(240.0, gt=0, description="RISKGRAPH_GIVE_UP_AFTER_S")
+    session_timeout_ms: int = Field(10_000, ge=6_000, description="RISKGRAPH_SESSION_TIMEOUT_MS")
+    metrics_port: int | None = Field(None, description="RISKGRAPH_METRICS_PORT; None = off")
+
+    @property
+    def group(self) -> str:
+        return self.group_id or f"{self.topic_prefix}riskgraph-stream"
+
+
+class StreamMetrics:
+    """Prometheus metrics of one worker, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        ns = "riskgraph_stream"
+        self.consumed = Counter(f"{ns}_consumed", "Records consumed", ["topic"], registry=r)
+        self.accepted = Counter(f"{ns}_accepted", "Valid events written", ["type"], registry=r)
+        self.duplicates = Counter(f"{ns}_duplicates", "Events seen before (replays)", registry=r)
+        self.dead = Counter(f"{ns}_dead_lettered", "Records rejected", ["topic"], registry=r)
+        self.retries = Counter(f"{ns}_sink_retries", "Failed sink writes retried", registry=r)
+        self.sink_seconds = Histogram(
+            f"{ns}_sink_seconds",
+            "Graph + feature store write time per batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+
+
+class SinkUnavailable(RuntimeError):
+    """The stores stayed unavailable for ``give_up_after_s``; nothing was committed."""
+
+
+def build_stores(cfg: StreamConfig) -> tuple[GraphStore, FeatureStore]:
+    """The graph and feature stores named by ``cfg`` (clients are built here, never at import)."""
+    graph: GraphStore
+    features: FeatureStore
+    if cfg.graph_backend == "neo4j":
+        from feature_stream.graph_neo4j import Neo4jGraphStore
+
+        auth = (cfg.neo4j_user, cfg.neo4j_password or "") if cfg.neo4j_user else None
+        graph = Neo4jGraphStore(cfg.neo4j_uri, auth=auth, namespace=cfg.namespace)
+    else:
+        from feature_stream.graph_memory import InMemoryGraphStore
+
+        graph = InMemoryGraphStore()
+    if cfg.feature_backend == "redis":
+        from feature_stream.feature_redis import RedisFeatureStore
+
+        features = RedisFeatureStore(cfg.redis_url, prefix=f"rg:{cfg.namespace}:")
+    else:
+        from feature_stream.feature_memory import InMemoryFeatureStore
+
+        features = InMemoryFeatureStore()
+    return graph, features
+
+
+def apply_batch(
+    graph: GraphStore, features: FeatureStore, events: Sequence[AnyEvent]
+) -> tuple[int, int]:
+    """Write validated events to both stores; returns ``(new, replayed)`` counts.
+
+    Crash-safe order for durable stores: graph (MERGE by event id), then observations (by
+    ``obs_id``), then the seen-marks. A crash or an exception anywhere leaves the marks unset,
+    so re-running the same batch writes whatever is missing and nothing twice. (Marking first,
+    as :meth:`Ingestor.apply` does in-process, would skip a replayed event whose writes never
+    happened.) Labels find their payment in this batch or in the graph.
+    """
+    if not events:
+        return 0, 0
+    graph.add_many(events)
+    in_batch = {e.event_id: _txn(e) for e in events if e.type == "payment"}
+
+    def lookup(tid: str) -> TxnRecord | None:
+        return in_batch.get(tid) or graph.transaction(tid)
+
+    observations = [o for e in events for o in observations_for(e, lookup)]
+    if observations:
+        features.add(observations)
+    new = sum(features.mark_seen(e.event_id) for e in events)
+    return new, len(events) - new
+
+
+def _txn(e: Any) -> TxnRecord:
+    return TxnRecord(
+        e.event_id,
+        e.ts,
+        e.account_id,
+        e.card_id,
+        e.merchant_id,
+        e.device_id,
+        e.ip,
+        e.amount,
+        e.channel,
+    )
+
+
+class _Aligner(ConsumerRebalanceListener):
+    """Buffers fetched records and releases them in produce-time order across partitions."""
+
+    def __init__(self, max_wait_s: float) -> None:
+        self.max_wait_s = max_wait_s
+        self.buf: dict[TopicPartition, deque[ConsumerRecord[bytes, bytes]]] = {}
+        self._since = time.monotonic()
+
+    def add(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        for tp, msgs in batch.items():
+            self.buf.setdefault(tp, deque()).extend(msgs)
+
+    def release(
+        self, behind: set[TopicPartition], limit: int
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """Records no older partition can precede: those at or before the newest buffered time
+        of every partition that still has unread data (all of them after ``max_wait_s``)."""
+        if not any(self.buf.values()):
+            self._since = time.monotonic()
+            return []
+        mark = math.inf
+        for tp in behind:
+            q = self.buf.get(tp)
+            mark = min(mark, q[-1].timestamp if q else -math.inf)
+        if time.monotonic() - self._since > self.max_wait_s:
+            mark = math.inf  # a partition that says it is behind but delivers nothing
+        runs = [
+            list(itertools.islice(itertools.takewhile(lambda m: m.timestamp <= mark, q), limit))
+            for q in self.buf.values()
+        ]
+        out = list(itertools.islice(heapq.merge(*runs, key=lambda m: m.timestamp), limit))
+        for m in out:
+            self.buf[TopicPartition(m.topic, m.partition)].popleft()
+        if out:
+            self._since = time.monotonic()
+        return out
+
+    def touch(self) -> None:
+        """Restart the idle clock (after a batch was processed, however long that took)."""
+        self._since = time.monotonic()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self.buf.pop(tp, None)  # the next owner re-reads them from the committed offset
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
+
+
+class StreamWorker:
+    """Consumes the source topics into the stores until :meth:`stop` (see module docs)."""
+
+    def __init__(
+        self,
+        cfg: StreamConfig,
+        graph: GraphStore,
+        features: FeatureStore,
+        metrics: StreamMetrics | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.graph = graph
+        self.features = features
+        self.metrics = metrics or StreamMetrics()
+        self._dead = InMemoryEventSink()
+        self._ingestor = Ingestor(graph, features, self._dead)
+        self._stop = asyncio.Event()
+        self._topics = source_topics(cfg.topic_prefix)
+        self._plain = {full: plain for plain, full in _topic_map(cfg.topic_prefix).items()}
+        self.batches = 0
+        self.processed = 0  # records whose batch was written, published and committed
+
+    def stop(self) -> None:
+        """Finish the current batch, commit it, leave the group."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        await ensure_topics(cfg.kafka_bootstrap, all_topics(cfg.topic_prefix), cfg.partitions)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.kafka_bootstrap,
+            group_id=cfg.group,
+            group_instance_id=cfg.group_instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=cfg.batch_max,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, cfg.session_timeout_ms // 5),
+            # A batch may be retried for give_up_after_s without polling.
+            max_poll_interval_ms=int((cfg.give_up_after_s + 60) * 1000),
+            partition_assignment_strategy=(RangePartitionAssignor,),  # co-partitioned topics
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=cfg.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+        )
+        aligner = _Aligner(cfg.align_max_wait_s)
+        consumer.subscribe(list(self._topics.values()), listener=aligner)
+        await producer.start()
+        await consumer.start()
+        log.info("stream worker started group=%s topics=%s", cfg.group, list(self._topics.values()))
+        try:
+            while not self._stop.is_set():
+                fetched = await consumer.getmany(
+                    timeout_ms=cfg.poll_timeout_ms, max_records=cfg.batch_max
+                )
+                aligner.add(fetched)
+                behind = set()
+                for tp in consumer.assignment():
+                    hw = consumer.highwater(tp)
+                    if hw is None or await consumer.position(tp) < hw:
+                        behind.add(tp)
+                ready = aligner.release(behind, cfg.batch_max)
+                if ready:
+                    await self._process(ready, producer)
+                    await self._commit(consumer, ready)
+                    self.processed += len(ready)
+                    aligner.touch()  # time spent writing is not a partition being idle
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            log.info("stream worker stopped group=%s batches=%d", cfg.group, self.batches)
+
+    async def _process(self, msgs: list[ConsumerRecord[bytes, bytes]], producer: Any) -> None:
+        m = self.metrics
+        events: dict[str, tuple[AnyEvent, int]] = {}
+        for msg in msgs:
+            topic = self._plain.get(msg.topic, msg.topic)
+            m.consumed.labels(topic).inc()
+            event = self._ingestor.parse(RawRecord(topic, decode(msg.value), msg.offset))
+            if event is not None:
+                events.setdefault(event.event_id, (event, msg.timestamp))
+        dead, self._dead.records = self._dead.records, []
+        futures = []
+        for d in dead:
+            m.dead.labels(str(d["topic"])).inc()
+            futures.append(await producer.send(self._dead_topic, encode(d)))
+        for event, produced_ms in events.values():
+            m.accepted.labels(event.type).inc()
+            futures.append(
+                await producer.send(
+                    self._changelog_topic,
+                    encode(to_record(event)),
+                    key=event.key.encode(),
+                    headers=[(PRODUCED_AT_HEADER, str(produced_ms).encode())],
+                )
+            )
+        # Publishing overlaps the store writes: replicas see a batch without waiting for Neo4j.
+        # The commit below still waits for both, so a crash replays the batch to both.
+        await self._write_sinks([e for e, _ in events.values()])
+        await asyncio.gather(*futures)  # acknowledged by the broker before the commit
+        self.batches += 1
+        log.debug("batch records=%d accepted=%d dead=%d", len(msgs), len(events), len(dead))
+
+    async def _write_sinks(self, events: list[AnyEvent]) -> None:
+        cfg, delay = self.cfg, self.cfg.retry_initial_s
+        deadline = time.monotonic() + cfg.give_up_after_s
+        attempt = 0
+        while True:
+            t0 = time.perf_counter()
+            try:
+                _, replayed = await asyncio.to_thread(
+                    apply_batch, self.graph, self.features, events
+                )
+            except Exception as exc:  # any store failure: retry the whole (idempotent) batch
+                attempt += 1
+                if time.monotonic() + delay > deadline:
+                    log.error("sinks unavailable, giving up attempts=%d error=%r", attempt, exc)
+                    raise SinkUnavailable(f"stores unavailable after {attempt} attempts") from exc
+                log.warning(
+                    "sink write failed, retrying attempt=%d delay_s=%.2f error=%s",
+                    attempt,
+                    delay,
+                    type(exc).__name__,
+                )
+                self.metrics.retries.inc()
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    raise SinkUnavailable("stopped while the stores were unavailable") from exc
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, cfg.retry_max_s)
+                continue
+            self.metrics.sink_seconds.observe(time.perf_counter() - t0)
+            if attempt:
+                log.info("sinks recovered attempts=%d", attempt)
+            self.metrics.duplicates.inc(replayed)
+            return
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, msgs: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for msg in msgs:
+            tp = TopicPartition(msg.topic, msg.partition)
+            offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
+        try:
+            await consumer.commit(offsets)
+        except Exception as exc:  # e.g. a rebalance: the new owner replays, idempotently
+            log.warning("commit failed, batch will be replayed error=%r", exc)
+
+    @property
+    def _dead_topic(self) -> str:
+        return self.cfg.topic_prefix + DEAD_LETTERS
+
+    @property
+    def _changelog_topic(self) -> str:
+        return self.cfg.topic_prefix + GRAPH_CHANGELOG
+
+
+def _topic_map(prefix: str) -> dict[str, str]:
+    return {plain: prefix + plain for plain in source_topics("").values()}
+
+
+def make_app(
+    cfg: StreamConfig,
+    graph: GraphStore | None = None,
+    features: FeatureStore | None = None,
+) -> StreamWorker:
+    """The worker for ``cfg``; stores default to the backends ``cfg`` names."""
+    if graph is None or features is None:
+        built_graph, built_features = build_stores(cfg)
+        graph = graph or built_graph
+        features = features or built_features
+    return StreamWorker(cfg, graph, features)
+
+
+def run_worker(cfg: StreamConfig) -> int:
+    """Run a worker until SIGTERM/SIGINT (finish the batch, commit, exit 0); 1 if the stores
+    stayed unavailable (nothing committed past what was written)."""
+    worker = make_app(cfg)
+    if cfg.metrics_port is not None:
+        start_http_server(cfg.metrics_port, registry=worker.metrics.registry)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        try:
+            await worker.run()
+        except SinkUnavailable as exc:
+            log.error("stream worker exiting: %s", exc)
+            return 1
+        return 0
+
+    try:
+        return asyncio.run(main())
+    finally:
+        worker.graph.close()
+        worker.features.close()
