@@ -1,7 +1,14 @@
-"""The scoring engine: features + sampled neighbourhood → GNN (or fallback) → score.
+"""The scoring engine: features + sampled neighbourhood → GNN (or a cheaper rung) → score.
 
 One code path for the scoring API, training-set construction and backtests: all of them call
-:meth:`ScoringEngine.prepare` and :meth:`ScoringEngine.score` on payments at their event time.
+:func:`prepare` and :meth:`ScoringEngine.infer` (or its two-rung shorthand
+:meth:`ScoringEngine.score`) on payments at their event time.
+
+The engine scores a whole micro-batch at once: one batched sample, one tensorisation, one
+forward pass under :func:`torch.inference_mode`. On CUDA the batch is staged in pinned host
+memory and copied with ``non_blocking=True``; scores come back with one synchronising copy.
+The rungs of the degradation ladder (:mod:`gnn.ladder`) are different calls of the same
+engine, so they all keep the point-in-time rule.
 """
 
 from __future__ import annotations
@@ -10,19 +17,22 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
+from torch_geometric.nn import SAGEConv
 
 from feature_stream.events import Payment
 from feature_stream.feature_store import FeatureStore
 from feature_stream.features import FeatureVector, compute_features
+from feature_stream.graph_schema import NODE_TYPES
 from feature_stream.graph_store import GraphStore, Subgraph
 from gnn.artifact import ModelBundle
-from gnn.reasons import reason_codes
-from gnn.tensorize import tensorize
+from gnn.ladder import SERVED_BY, Rung
+from gnn.model import TemporalHeteroGNN
+from gnn.reasons import reason_codes, rule_score
+from gnn.tensorize import EdgeType, GraphBatch, tensorize
 
-ServedBy = Literal["gnn", "baseline"]
+ServedBy = str  # "gnn", "baseline" or "policy" (see gnn.ladder.SERVED_BY)
 
 
 @dataclass
@@ -40,13 +50,14 @@ class Prepared:
 
 @dataclass
 class Scored:
-    """The model's answer for one payment."""
+    """The model's answer for one payment; ``rung`` names the ladder rung that served it."""
 
     score: float
     served_by: ServedBy
     reasons: list[str]
     max_time_used: float
     features: dict[str, float]
+    rung: Rung = "full"
 
 
 def prepare(
@@ -56,7 +67,10 @@ def prepare(
     fanouts: Sequence[int],
     with_subgraphs: bool = True,
 ) -> Prepared:
-    """Online features and sampled neighbourhoods of payments, each at its own event time."""
+    """Online features and sampled neighbourhoods of payments, each at its own event time.
+
+    ``timings_ms`` holds ``features`` and ``sampling``: milliseconds for the whole batch.
+    """
     t0 = time.perf_counter()
     feats = [compute_features(p, features) for p in payments]
     t1 = time.perf_counter()
@@ -69,17 +83,336 @@ def prepare(
     return Prepared(feats, subgraphs, {"features": (t1 - t0) * 1e3, "sampling": (t2 - t1) * 1e3})
 
 
-class ScoringEngine:
-    """Scores payments against a graph store and a feature store with a loaded artifact."""
+def one_hop(g: Subgraph) -> Subgraph:
+    """The query and its own entities only (hop ≤ 1) of a sampled subgraph.
+
+    Only the edges into the query are kept (entity → entity edges only change entity
+    embeddings, which the ``cached`` rung takes from the cache). The sampler adds nodes and
+    edges breadth first, so both are prefixes of the lists. ``max_time_used`` is kept from the
+    full sample: an upper bound, still before ``t``.
+    """
+    k = sum(1 for h in g.node_hop if h <= 1)
+    e = 0
+    while e < len(g.dst) and g.dst[e] == 0:
+        e += 1
+    return Subgraph(
+        t=g.t,
+        node_type=g.node_type[:k],
+        node_id=g.node_id[:k],
+        node_attr=g.node_attr[:k],
+        node_hop=g.node_hop[:k],
+        src=g.src[:e],
+        dst=g.dst[:e],
+        rel=g.rel[:e],
+        edge_ts=g.edge_ts[:e],
+        max_time_used=g.max_time_used,
+    )
+
+
+EntityRows = dict[str, tuple[list[tuple[str, float]], list[int]]]
+
+
+def hop1_rows(subgraphs: Sequence[Subgraph]) -> EntityRows:
+    """Where each query's own entities sit in the batch :func:`tensorize` builds.
+
+    Returns ``{node type: ([(entity id, query time t)], [row in x[type]])}``. Rows follow
+    tensorize's order (subgraph by subgraph, node by node within its type).
+    """
+    count = [0] * len(NODE_TYPES)
+    out: EntityRows = {}
+    for g in subgraphs:
+        for nt, nid, hop in zip(g.node_type, g.node_id, g.node_hop, strict=True):
+            if hop == 1:
+                keys, rows = out.setdefault(NODE_TYPES[nt], ([], []))
+                keys.append((nid, g.t))
+                rows.append(count[nt])
+            count[nt] += 1
+    return out
+
+
+class EmbeddingCache:
+    """Per-layer input embeddings of entities, captured on full GNN passes (bounded, FIFO).
+
+    For an entity ``e`` that was one of a scored query's own entities, the cache holds
+    ``h⁰(e) … h^{L-1}(e)`` – what ``e`` fed into each of the ``L`` message-passing layers –
+    ``[L, hidden]`` float32 on the model's device, and the query time it was computed at.
+    Messages in a sampled subgraph only flow toward the query, so a query's embedding depends
+    on its own entities only through those inputs; the ``cached`` rung samples one hop and
+    injects them, which reproduces the full pass exactly when the neighbourhood has not
+    changed since, and approximates it (a stale neighbourhood) when it has.
+
+    Point in time: an entry computed at query time ``t'`` used only data before ``t'``, so it
+    is served only to queries with ``t >= t'`` (a backtest replaying older events misses).
+
+    Storage is a ring buffer of ``capacity`` slots; a new entity takes the oldest slot.
+    """
 
     def __init__(
-        self, bundle: ModelBundle, graph: GraphStore, features: FeatureStore, device: str = "cpu"
+        self, capacity: int, layers: int, hidden: int, device: torch.device | str = "cpu"
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.buf = torch.zeros((capacity, layers, hidden), device=device)
+        self._slot: dict[tuple[str, str], int] = {}
+        self._time = [math.inf] * capacity
+        self._owner: list[tuple[str, str] | None] = [None] * capacity
+        self._next = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def put(self, ntype: str, keys: Sequence[tuple[str, float]], emb: torch.Tensor) -> None:
+        """Store ``emb[i]`` (``[n, L, hidden]``) for entity ``keys[i] = (id, computed at)``."""
+        slots = []
+        for nid, t in keys:
+            k = (ntype, nid)
+            s = self._slot.get(k)
+            if s is None:
+                s = self._next
+                self._next = (self._next + 1) % self.capacity
+                old = self._owner[s]
+                if old is not None:
+                    del self._slot[old]
+                self._owner[s] = k
+                self._slot[k] = s
+            self._time[s] = t
+            slots.append(s)
+        if slots:
+            idx = torch.tensor(slots, device=self.buf.device)
+            self.buf.index_copy_(0, idx, emb.to(self.buf.device, non_blocking=True))
+
+    def get(
+        self, ntype: str, keys: Sequence[tuple[str, float]]
+    ) -> tuple[list[int], torch.Tensor | None]:
+        """``(positions in keys that hit, their embeddings [hits, L, hidden])``."""
+        pos, slots = [], []
+        for i, (nid, t) in enumerate(keys):
+            s = self._slot.get((ntype, nid))
+            if s is not None and self._time[s] <= t:
+                pos.append(i)
+                slots.append(s)
+        self.hits += len(pos)
+        self.misses += len(keys) - len(pos)
+        if not slots:
+            return pos, None
+        return pos, self.buf.index_select(0, torch.tensor(slots, device=self.buf.device))
+
+
+def _sage(model: TemporalHeteroGNN, layer: int, et: EdgeType) -> SAGEConv:
+    sage = model.convs[layer].convs[et]  # type: ignore[index]
+    if not isinstance(sage, SAGEConv):
+        raise TypeError(f"expected SAGEConv for {et}, got {type(sage).__name__}")
+    return sage
+
+
+def _edge_types(model: TemporalHeteroGNN, layer: int) -> list[EdgeType]:
+    return [et for et, _ in model.convs[layer].convs.items()]  # type: ignore[union-attr, operator]
+
+
+class FusedForward:
+    """:class:`~gnn.model.TemporalHeteroGNN`'s forward pass, computed with fewer, larger ops.
+
+    The model's ``HeteroConv`` runs one ``SAGEConv`` per edge type present (up to 20 per
+    layer); on small batches PyG's per-call overhead is most of the time (≈15 ms for one
+    query on a CPU core). Mean aggregation and ``Linear`` are linear, so for each destination
+    type ``d`` and layer the same sum is::
+
+        Σ_r [lin_l_r(mean_r(h_src)) + b_r + lin_r_r(h_d)]
+          = [mean_r(h_src)]_r @ [W_l_r]_rᵀ + h_d @ (Σ_r W_r_r)ᵀ + Σ_r b_r
+
+    over the relations ``r`` into ``d`` present in the batch: one scatter of every edge into
+    a per-relation slot, two matmuls. The weights are read from the model at construction
+    (re-create after loading other weights); :func:`propagate` is the same function, checked
+    against ``model.forward`` by the tests.
+    """
+
+    def __init__(self, model: TemporalHeteroGNN) -> None:
+        self.model = model
+        self.types: list[str] = list(model.encoders.keys())
+        # Relations into each destination type; every layer has the same edge types.
+        self.rels: dict[str, list[EdgeType]] = {}
+        for d in self.types:
+            rels = [et for et in _edge_types(model, 0) if et[2] == d]
+            if rels:
+                self.rels[d] = rels
+        self.w_l: list[dict[str, torch.Tensor]] = []  # per layer, per dst: [R·H, H]
+        with torch.no_grad():
+            for layer in range(len(model.convs)):
+                if sorted(_edge_types(model, layer)) != sorted(_edge_types(model, 0)):
+                    raise ValueError("every layer must have the same edge types")
+                self.w_l.append(
+                    {
+                        d: torch.cat([_sage(model, layer, et).lin_l.weight for et in rels], 1)
+                        .t()
+                        .contiguous()
+                        for d, rels in self.rels.items()
+                    }
+                )
+        self._root: dict[tuple[int, str, frozenset[EdgeType]], tuple[torch.Tensor, torch.Tensor]]
+        self._root = {}
+
+    def _root_terms(
+        self, layer: int, d: str, present: frozenset[EdgeType]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (layer, d, present)
+        got = self._root.get(key)
+        if got is None:
+            sages = [_sage(self.model, layer, et) for et in sorted(present)]
+            with torch.no_grad():
+                w = torch.stack([c.lin_r.weight for c in sages]).sum(0)
+                b = torch.stack([c.lin_l.bias for c in sages]).sum(0)
+            got = self._root[key] = (w.t().contiguous(), b)
+        return got
+
+    def __call__(
+        self,
+        batch: GraphBatch,
+        capture: dict[str, torch.Tensor] | None = None,
+        inject: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(logits [B], captured)``; ``capture``/``inject`` as in :func:`propagate`."""
+        model = self.model
+        h = {t: torch.relu(enc(batch.x[t])) for t, enc in model.encoders.items()}
+        n = {t: h[t].shape[0] for t in self.types}
+        offset, acc = {}, 0
+        for t in self.types:
+            offset[t] = acc
+            acc += n[t]
+        # Shared by all layers: every edge's source row in the concatenated h, its target
+        # slot (the dst type's base + dst row · R + relation slot) and the mean's 1/degree.
+        srcs, slots = [], []
+        base: dict[str, int] = {}
+        present: dict[str, frozenset[EdgeType]] = {}
+        total = 0
+        for d, rels in self.rels.items():
+            here = [(k, et) for k, et in enumerate(rels) if et in batch.edge_index]
+            if not here:
+                continue
+            base[d] = total
+            present[d] = frozenset(et for _, et in here)
+            for k, et in here:
+                ei = batch.edge_index[et]
+                srcs.append(ei[0] + offset[et[0]])
+                slots.append(ei[1] * len(rels) + (total + k))
+            total += n[d] * len(rels)
+        caps: dict[str, list[torch.Tensor]] = {t: [] for t in capture or {}}
+        if srcs:
+            src, slot = torch.cat(srcs), torch.cat(slots)
+            w = torch.bincount(slot, minlength=total).clamp_min(1).reciprocal()[slot]
+            w = w.to(h["transaction"].dtype).unsqueeze(1)
+        for layer, norm in enumerate(model.norms):
+            if inject:
+                for t, (rows, emb) in inject.items():
+                    h[t] = h[t].index_copy(0, rows, emb[:, layer])
+            for t, rows in (capture or {}).items():
+                caps[t].append(h[t].index_select(0, rows))
+            if not srcs:
+                continue
+            flat = torch.cat([h[t] for t in self.types])
+            agg = torch.zeros((total, flat.shape[1]), dtype=flat.dtype, device=flat.device)
+            agg.index_add_(0, slot, flat.index_select(0, src) * w)
+            new = dict(h)
+            for d, b0 in base.items():
+                r, hid = len(self.rels[d]), h[d].shape[1]
+                wr, b = self._root_terms(layer, d, present[d])
+                a = agg[b0 : b0 + n[d] * r].view(n[d], r * hid)
+                new[d] = norm(h[d] + torch.relu(a @ self.w_l[layer][d] + h[d] @ wr + b))
+            h = new
+        z = h["transaction"][batch.root]
+        f = (model.compress(batch.features) - model.feature_mean) / model.feature_std
+        logits = model.head(torch.cat([z, model.feature_mlp(f)], dim=-1)).squeeze(-1)
+        return logits, {t: torch.stack(v, dim=1) for t, v in caps.items()}
+
+
+def propagate(
+    model: TemporalHeteroGNN,
+    batch: GraphBatch,
+    capture: dict[str, torch.Tensor] | None = None,
+    inject: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``model.forward`` layer by layer, optionally capturing or injecting node embeddings.
+
+    Args:
+        capture: ``{type: rows}``; the inputs of every layer at those rows come back as
+            ``{type: [rows, L, hidden]}``.
+        inject: ``{type: (rows, emb [rows, L, hidden])}``; before layer ``l`` the embeddings
+            at those rows are replaced by ``emb[:, l]``.
+
+    Returns ``(logits [B], captured)``. Without capture or inject the logits equal
+    ``model(batch)`` (a test holds the two together).
+    """
+    h = {t: torch.relu(enc(batch.x[t])) for t, enc in model.encoders.items()}
+    caps: dict[str, list[torch.Tensor]] = {t: [] for t in capture or {}}
+    for layer, (conv, norm) in enumerate(zip(model.convs, model.norms, strict=True)):
+        if inject:
+            for t, (rows, emb) in inject.items():
+                h[t] = h[t].index_copy(0, rows, emb[:, layer])
+        for t, rows in (capture or {}).items():
+            caps[t].append(h[t].index_select(0, rows))
+        out = conv(h, batch.edge_index)
+        h = {t: norm(h[t] + torch.relu(out[t])) if t in out else h[t] for t in h}
+    z = h["transaction"][batch.root]
+    f = (model.compress(batch.features) - model.feature_mean) / model.feature_std
+    logits = model.head(torch.cat([z, model.feature_mlp(f)], dim=-1)).squeeze(-1)
+    return logits, {t: torch.stack(v, dim=1) for t, v in caps.items()}
+
+
+def to_device(batch: GraphBatch, device: torch.device) -> GraphBatch:
+    """Move a CPU batch to ``device``: via pinned host memory with non-blocking copies on
+    CUDA, as is on CPU."""
+    if device.type != "cuda":
+        return batch
+    pinned = GraphBatch(
+        {k: v.pin_memory() for k, v in batch.x.items()},
+        {k: v.pin_memory() for k, v in batch.edge_index.items()},
+        batch.root.pin_memory(),
+        batch.features.pin_memory(),
+    )
+    return pinned.to(device)
+
+
+class ScoringEngine:
+    """Scores payments against a graph store and a feature store with a loaded artifact.
+
+    Args:
+        device: ``"cpu"`` or ``"cuda[:i]"`` (the caller resolves ``"auto"``; CUDA is only
+            used when :func:`torch.cuda.is_available`).
+        reduced_fanouts: per-hop caps of the ``reduced`` rung, each capped by the artifact's.
+        cache_size: entity slots of the :class:`EmbeddingCache` (0: no ``cached`` rung).
+
+    Not thread-safe: one inference worker owns an engine (the stores are single-writer).
+    """
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        graph: GraphStore,
+        features: FeatureStore,
+        device: str = "cpu",
+        reduced_fanouts: Sequence[int] = (5, 3),
+        cache_size: int = 100_000,
     ) -> None:
         self.bundle = bundle
         self.graph = graph
         self.features = features
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for but CUDA is not available")
         self.device = torch.device(device)
         self.gnn = bundle.gnn.to(self.device).eval()
+        full = bundle.fanouts
+        self.reduced_fanouts = tuple(
+            min(r, f) for r, f in zip(reduced_fanouts, full, strict=False)
+        ) + tuple(full[len(reduced_fanouts) :])
+        self.fused = FusedForward(self.gnn)
+        cfg = self.gnn.config
+        self.cache = (
+            EmbeddingCache(cache_size, int(cfg["layers"]), int(cfg["hidden"]), self.device)
+            if cache_size > 0
+            else None
+        )
 
     def prepare(self, payments: Sequence[Payment], with_subgraphs: bool = True) -> Prepared:
         return prepare(payments, self.graph, self.features, self.bundle.fanouts, with_subgraphs)
@@ -87,33 +420,73 @@ class ScoringEngine:
     def score(
         self, payments: Sequence[Payment], use_gnn: bool = True
     ) -> tuple[list[Scored], dict[str, float]]:
-        """Score a batch. ``use_gnn=False`` serves the tree fallback and skips sampling."""
+        """Score a batch on the full GNN, or with ``use_gnn=False`` on the tree fallback
+        (which skips sampling)."""
+        return self.infer(payments, "full" if use_gnn else "tree")
+
+    def infer(
+        self, payments: Sequence[Payment], rung: Rung
+    ) -> tuple[list[Scored], dict[str, float]]:
+        """Score a batch on one rung of the ladder (see :mod:`gnn.ladder`).
+
+        Returns the answers in input order and the batch's stage timings (ms): ``features``
+        always; ``sampling`` and ``gnn`` on GNN rungs; ``fallback`` on the tree rung;
+        ``rules`` on the policy rung.
+        """
         if not payments:
             return [], {}
-        prep = self.prepare(payments, with_subgraphs=use_gnn)
+        uses_graph = rung in ("full", "reduced", "cached")
+        fanouts = {"full": self.bundle.fanouts, "reduced": self.reduced_fanouts}.get(rung, (1,))
+        prep = prepare(payments, self.graph, self.features, fanouts, with_subgraphs=uses_graph)
+        if rung == "cached":
+            prep.subgraphs = [one_hop(g) for g in prep.subgraphs]
         rows = [list(f.values) for f in prep.features]
         t0 = time.perf_counter()
-        if use_gnn:
-            batch = tensorize(prep.subgraphs, rows).to(self.device)
-            scores = self.gnn.predict(batch).float().cpu().tolist()
-            served: ServedBy = "gnn"
+        if uses_graph:
+            scores = self._forward(prep.subgraphs, rows, rung)
             stage = "gnn"
-        else:
+        elif rung == "tree":
             scores = self.bundle.baseline.predict(rows).tolist()
-            served = "baseline"
             stage = "fallback"
+        else:
+            scores = [rule_score(f.as_dict()) for f in prep.features]
+            stage = "rules"
         prep.timings_ms[stage] = (time.perf_counter() - t0) * 1e3
         out = []
         for i, s in enumerate(scores):
             fd = prep.features[i].as_dict()
-            sg = prep.subgraphs[i] if use_gnn else None
+            sg = prep.subgraphs[i] if uses_graph else None
             out.append(
                 Scored(
                     score=min(1.0, max(0.0, float(s))) if math.isfinite(s) else 1.0,
-                    served_by=served,
+                    served_by=SERVED_BY[rung],
                     reasons=reason_codes(fd, sg),
                     max_time_used=prep.max_time_used(i),
                     features=fd,
+                    rung=rung,
                 )
             )
         return out, prep.timings_ms
+
+    def _forward(
+        self, subgraphs: Sequence[Subgraph], rows: Sequence[Sequence[float]], rung: Rung
+    ) -> list[float]:
+        batch = to_device(tensorize(subgraphs, rows), self.device)
+        with torch.inference_mode():
+            if self.cache is None or rung == "reduced":
+                logits, _ = self.fused(batch)
+            elif rung == "full":
+                entities = hop1_rows(subgraphs)
+                capture = {t: torch.tensor(r, device=self.device) for t, (_, r) in entities.items()}
+                logits, captured = self.fused(batch, capture=capture)
+                for t, (keys, _) in entities.items():
+                    self.cache.put(t, keys, captured[t])
+            else:  # cached: one hop, entity embeddings from earlier full passes
+                inject = {}
+                for t, (keys, r) in hop1_rows(subgraphs).items():
+                    hit, emb = self.cache.get(t, keys)
+                    if emb is not None:
+                        rows_t = torch.tensor([r[i] for i in hit], device=self.device)
+                        inject[t] = (rows_t, emb)
+                logits, _ = self.fused(batch, inject=inject)
+            return torch.sigmoid(logits).float().cpu().tolist()

@@ -44,3 +44,13 @@ def reason_codes(features: dict[str, float], subgraph: Subgraph | None, top: int
             hits.append((65, "known_fraud_in_neighbourhood"))
     hits.sort(key=lambda h: (-h[0], h[1]))
     return [code for _, code in hits[:top]]
+
+
+def rule_score(features: dict[str, float]) -> float:
+    """A model-free risk score in [0, 1]: the severity of the worst feature rule that applies,
+    divided by 100 (0 when none applies). The policy-only rung of the degradation ladder
+    serves it when no model can answer inside the deadline."""
+    return max(
+        (sev / 100.0 for _, sev, name, t in _FEATURE_RULES if features.get(name, 0.0) >= t),
+        default=0.0,
+    )

@@ -36,6 +36,7 @@ class Container:
     auth: Authenticator
 
     def close(self) -> None:
+        self.scoring.close()  # answer what is queued before closing what it writes to
         self.audit.close()
         self.policy.close()
         self.dead_letters.close()
@@ -78,7 +79,16 @@ def build_container(
     bundle = bundle if bundle is not None else load_artifact(settings.model_dir)
     policy = policy if policy is not None else build_policy(settings)
     audit = audit if audit is not None else FileAuditSink(settings.audit_path)
-    engine = ScoringEngine(bundle, graph, features, device=resolve_device(settings.device))
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    engine = ScoringEngine(
+        bundle,
+        graph,
+        features,
+        device=resolve_device(settings.device),
+        reduced_fanouts=settings.reduced_fanouts,
+        cache_size=settings.embedding_cache_size,
+    )
     scoring = ScoringService(
         engine,
         ingestor,
@@ -88,6 +98,12 @@ def build_container(
         shadow_baseline=settings.shadow_baseline,
         region=settings.region,
         idempotency=IdempotencyCache(ttl_s=settings.idempotency_ttl_s),
+        batch_max_size=settings.batch_max_size,
+        batch_max_wait_ms=settings.batch_max_wait_ms,
+        queue_capacity=settings.queue_capacity,
+        deadline_margin_ms=settings.deadline_margin_ms,
+        rungs=settings.ladder,
+        shed_on_deadline=settings.shed_on_deadline,
     )
     return Container(
         settings,
@@ -101,6 +117,16 @@ def build_container(
         scoring,
         build_authenticator(settings),
     )
+
+
+def freeze_heap() -> None:
+    """Move everything allocated so far (the loaded graph and feature stores: millions of
+    objects) out of the garbage collector's reach: a full collection over them stalls every
+    request for seconds. Call once, after loading history and before serving."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def build_policy(settings: Settings) -> PolicyEvaluator:

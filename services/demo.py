@@ -26,7 +26,7 @@ from gnn.metrics import summary
 from gnn.train import DAY, TrainConfig, load_history, stream_end, train
 from services.api.app import create_app
 from services.audit import FileAuditSink
-from services.container import build_container
+from services.container import build_container, freeze_heap
 from services.settings import Settings
 
 
@@ -189,6 +189,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
         audit=FileAuditSink(work / "audit.log"),
         dead_letters=FileEventSink(work / "dead-letters.jsonl"),
     )
+    freeze_heap()
     t2 = time.perf_counter()
     with _ApiThread(create_app(container)) as url:
         assert settings.dev_api_key is not None  # the demo runs as the development client

@@ -1,8 +1,22 @@
-"""The scoring pipeline behind ``POST /v1/score``.
+"""The scoring pipeline behind ``POST /v1/score``, micro-batched under a deadline.
 
-idempotency check → gate policy → point-in-time features and neighbourhood → GNN (or the tree
-fallback when the deadline is at risk) → decision policy → ingest → audit record → answer. The
-payment is fused into the graph after it is scored, so its own score never sees it.
+Per request: idempotency check → gate policy → a rung of the degradation ladder chosen from
+the remaining budget (:mod:`gnn.ladder`) → point-in-time features and neighbourhood → model →
+decision policy → ingest → audit record → answer. The payment is fused into the graph after
+it is scored, so its own score never sees it.
+
+Threading: callers (the API's event loop) :meth:`ScoringService.submit` and get a future; one
+inference worker thread (:class:`gnn.batching.MicroBatcher`) takes micro-batches off a
+bounded queue and runs the whole pipeline for a batch while holding :attr:`lock`, the
+single-writer lock of the embedded stores (``/v1/events`` takes it too). Within a batch,
+requests are grouped by rung and each group is one batched engine call; groups run cheapest
+first and each request is answered as soon as its own audit record is written, so a
+request pushed down the ladder by a tight deadline does not wait for the GNN group.
+
+Requests in the same micro-batch (arrived within ``τ`` of each other) are scored against the
+graph as it was before any of them was ingested, except that cheaper-rung groups are ingested
+before the GNN groups sample: the event-time filter of the sampler still keeps every input
+strictly before each payment's own time.
 """
 
 from __future__ import annotations
@@ -12,17 +26,21 @@ import hmac
 import json
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from feature_stream.events import Payment
 from feature_stream.ingest import Ingestor
-from gnn.engine import ScoringEngine
+from gnn.batching import BatchInfo, MicroBatcher, QueueFull
+from gnn.engine import Scored, ScoringEngine
+from gnn.ladder import LADDER, Rung, StageCosts, choose_rung
 from services.audit import AuditSink
 from services.auth import Principal
-from services.idempotency import IdempotencyCache
-from services.policy import PolicyEvaluator
+from services.idempotency import IdempotencyCache, IdempotencyConflict
+from services.policy import GateResult, PolicyEvaluator, PolicyUnavailable
 
 
 @dataclass
@@ -39,6 +57,8 @@ class ScoreOutcome:
     shadow_scores: dict[str, float] | None
     shadow_rules: list[str]
     replayed: bool = False
+    rung: str = "full"
+    batch_size: int = 1
 
 
 class GateDenied(Exception):
@@ -47,8 +67,50 @@ class GateDenied(Exception):
         self.reasons = reasons
 
 
+class Overloaded(Exception):
+    """The request was shed before any work was done: the queue is full, or the expected
+    queue wait alone would spend its deadline. ``retry_after_s`` is a hint for the caller."""
+
+    def __init__(self, reason: str, retry_after_s: float) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class ScoreJob:
+    """One queued request. ``started_at`` is ``time.perf_counter()`` seconds when the server
+    received it; its deadline is ``started_at + deadline_ms / 1000``."""
+
+    payment: Payment
+    principal: Principal
+    payload: dict[str, Any]
+    key: str
+    body_hash: str
+    started_at: float
+    deadline_ms: float
+    lat: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def deadline_at(self) -> float:
+        return self.started_at + self.deadline_ms / 1e3
+
+
+Resolve = Callable[[int, "ScoreOutcome | Exception"], None]
+
+
 class ScoringService:
-    """Serialises scoring over the embedded stores (they are single-writer)."""
+    """Scores payments through one inference worker over the embedded stores.
+
+    Args:
+        batch_max_size: micro-batch flush size ``B``.
+        batch_max_wait_ms: micro-batch flush time ``τ`` (ms) after the oldest queued request.
+        queue_capacity: most requests waiting; more are shed with :class:`Overloaded`.
+        deadline_margin_ms: budget kept back from each request for answering over HTTP.
+        rungs: rungs of :data:`gnn.ladder.LADDER` this service may use, in ladder order
+            (``"policy"`` is always the floor).
+        shed_on_deadline: also shed a request at the door when the expected queue wait
+            exceeds its deadline (answering it late would break the SLA anyway).
+    """
 
     def __init__(
         self,
@@ -60,6 +122,12 @@ class ScoringService:
         shadow_baseline: bool = False,
         region: str = "local",
         idempotency: IdempotencyCache | None = None,
+        batch_max_size: int = 32,
+        batch_max_wait_ms: float = 1.0,
+        queue_capacity: int = 256,
+        deadline_margin_ms: float = 1.0,
+        rungs: Sequence[Rung] = LADDER,
+        shed_on_deadline: bool = True,
     ) -> None:
         self.engine = engine
         self.ingestor = ingestor
@@ -70,12 +138,64 @@ class ScoringService:
         self.region = region
         self.idempotency = idempotency if idempotency is not None else IdempotencyCache()
         self.lock = threading.Lock()
-        self._gnn_ms = 5.0  # running estimate of the GNN path cost (sampling + forward)
+        self.costs = StageCosts()
+        self.margin_ms = deadline_margin_ms
+        self.rungs: tuple[Rung, ...] = tuple(
+            r for r in LADDER if r in rungs and (r != "cached" or engine.cache is not None)
+        )
+        self.shed_on_deadline = shed_on_deadline
+        self.on_batch: Callable[[int], None] | None = None  # e.g. a batch-size histogram
+        self.batcher: MicroBatcher[ScoreJob, ScoreOutcome] = MicroBatcher(
+            self._process, batch_max_size, batch_max_wait_ms, queue_capacity
+        )
 
     def input_hash(self, payload: dict[str, Any]) -> str:
         """Keyed hash of the request: the audit log proves what was scored without holding PII."""
         body = json.dumps(payload, sort_keys=True, default=str).encode()
         return hmac.new(self.audit_key, body, hashlib.sha256).hexdigest()
+
+    # -- callers -------------------------------------------------------------------------------
+    def submit(
+        self,
+        payment: Payment,
+        principal: Principal,
+        deadline_ms: float,
+        payload: dict[str, Any],
+        idempotency_key: str | None = None,
+        started_at: float | None = None,
+    ) -> Future[ScoreOutcome]:
+        """Queue one payment for ``principal``; the outcome (or error) arrives on the future.
+
+        ``deadline_ms`` counts from ``started_at`` (``time.perf_counter()`` seconds; default
+        now). A repeated ``idempotency_key`` (default: the transaction id) from the same
+        caller gets the first outcome without scoring or ingesting again; the same key with
+        another body fails with :class:`~services.idempotency.IdempotencyConflict`. Other
+        errors on the future: :class:`GateDenied`, :class:`PolicyUnavailable`.
+
+        Raises :class:`Overloaded` (nothing queued, nothing audited) when the queue is full or,
+        with ``shed_on_deadline``, when the expected queue wait exceeds ``deadline_ms``.
+        """
+        t0 = time.perf_counter() if started_at is None else started_at
+        job = ScoreJob(
+            payment,
+            principal,
+            payload,
+            idempotency_key or payment.event_id,
+            self.input_hash(payload),
+            t0,
+            deadline_ms,
+        )
+        wait_ms = self.batcher.expected_wait_s() * 1e3
+        if self.shed_on_deadline and wait_ms > deadline_ms:
+            raise Overloaded(
+                f"expected queue wait {wait_ms:.1f} ms exceeds the {deadline_ms:g} ms deadline",
+                wait_ms / 1e3,
+            )
+        try:
+            # Never spend more than half the budget waiting for the batch to fill.
+            return self.batcher.submit(job, flush_by=t0 + deadline_ms / 2e3)
+        except QueueFull as exc:
+            raise Overloaded(str(exc), exc.retry_after_s) from None
 
     def score(
         self,
@@ -85,56 +205,108 @@ class ScoringService:
         payload: dict[str, Any],
         idempotency_key: str | None = None,
     ) -> ScoreOutcome:
-        """Score one payment for ``principal``.
+        """Blocking :meth:`submit` (same arguments, same errors, raised here)."""
+        return self.submit(payment, principal, deadline_ms, payload, idempotency_key).result()
 
-        A repeated ``idempotency_key`` (default: the transaction id) from the same caller
-        returns the first outcome without scoring or ingesting again; the same key with another
-        body raises :class:`~services.idempotency.IdempotencyConflict`.
-        """
-        t_start = time.perf_counter()
-        lat: dict[str, float] = {}
-        tenant, caller = principal.tenant, principal.id
-        key = idempotency_key or payment.event_id
-        body_hash = self.input_hash(payload)
+    def close(self) -> None:
+        """Answer what is queued, then stop the worker."""
+        self.batcher.close()
+
+    # -- the inference worker ------------------------------------------------------------------
+    def _process(self, jobs: Sequence[ScoreJob], info: BatchInfo, resolve: Resolve) -> None:
+        if self.on_batch is not None:
+            self.on_batch(len(jobs))
+        t_lock = time.perf_counter()
         with self.lock:
-            t0 = time.perf_counter()
-            lat["queue"] = (t0 - t_start) * 1e3
-            cached = self.idempotency.get(caller, key, body_hash)
-            if cached is not None:
-                return ScoreOutcome(**{**cached, "replayed": True})
-            gate_input = {
-                "client": principal.as_policy_input(),
-                "request": {
-                    "tenant": tenant,
-                    "purpose": "payment_authorisation",
-                    "region": self.region,
-                    "model_version": self.engine.bundle.version,
-                },
-            }
+            lock_wait_ms = (time.perf_counter() - t_lock) * 1e3
+            for i, job in enumerate(jobs):
+                job.lat["queue"] = info.queue_wait_ms[i] + lock_wait_ms
+            todo = list(range(len(jobs)))
+            while todo:
+                # A key repeated within one batch waits for the first to finish, then replays.
+                todo = self._run(jobs, todo, len(jobs), resolve)
+
+    def _run(
+        self, jobs: Sequence[ScoreJob], todo: list[int], batch_size: int, resolve: Resolve
+    ) -> list[int]:
+        """Score ``jobs[i]`` for ``i`` in ``todo``; returns the indices deferred as repeats."""
+        live: list[tuple[int, GateResult]] = []
+        keys: set[tuple[str, str]] = set()
+        deferred: list[int] = []
+        for i in todo:
+            job = jobs[i]
+            k = (job.principal.id, job.key)
+            if k in keys:
+                deferred.append(i)
+                continue
+            keys.add(k)
             try:
-                gate = self.policy.gate(gate_input)
+                cached = self.idempotency.get(k[0], k[1], job.body_hash)
+            except IdempotencyConflict as exc:
+                resolve(i, exc)
+                continue
+            if cached is not None:
+                resolve(i, ScoreOutcome(**{**cached, "replayed": True}))
+                continue
+            t0 = time.perf_counter()
+            try:
+                gate = self.policy.gate(self._gate_input(job.principal))
+            except PolicyUnavailable as exc:
+                resolve(i, exc)
+                continue
             finally:
-                lat["gate_policy"] = (time.perf_counter() - t0) * 1e3
+                job.lat["gate_policy"] = (time.perf_counter() - t0) * 1e3
             if not gate.allow:
-                self._audit_denied(payment, principal, body_hash, gate.reasons, gate.revision)
-                raise GateDenied(gate.reasons)
-            remaining = deadline_ms - (time.perf_counter() - t_start) * 1e3
-            use_gnn = remaining > 2.0 * self._gnn_ms
-            scored, stage_ms = self.engine.score([payment], use_gnn=use_gnn)
-            lat.update(stage_ms)
-            s = scored[0]
-            if use_gnn:
-                cost = stage_ms.get("sampling", 0.0) + stage_ms.get("gnn", 0.0)
-                self._gnn_ms = 0.9 * self._gnn_ms + 0.1 * cost
-            else:
-                # The estimate only updates when the GNN runs; let it decay while the fallback
-                # serves so a transient slowdown does not pin every later request to it.
-                self._gnn_ms *= 0.98
-            shadow = None
-            if self.shadow_baseline:
-                base = self.engine.bundle.baseline.predict([list(s.features.values())])
-                shadow = {"baseline": float(base[0])}
+                self._audit_denied(job, gate.reasons, gate.revision)
+                resolve(i, GateDenied(gate.reasons))
+                continue
+            live.append((i, gate))
+
+        estimates = self.costs.estimates(len(live))
+        groups: dict[Rung, list[tuple[int, GateResult]]] = {}
+        now = time.perf_counter()
+        for i, gate in live:
+            remaining = (jobs[i].deadline_at - now) * 1e3
+            rung = choose_rung(remaining, estimates, self.margin_ms, self.rungs)
+            groups.setdefault(rung, []).append((i, gate))
+        for rung in reversed(LADDER):  # cheapest first: tight deadlines are answered first
+            group = groups.get(rung)
+            if not group:
+                continue
+            t0 = time.perf_counter()
+            scored, stage_ms = self.engine.infer([jobs[i].payment for i, _ in group], rung)
+            self.costs.observe(rung, len(group), (time.perf_counter() - t0) * 1e3)
             t1 = time.perf_counter()
+            for (i, gate), s in zip(group, scored, strict=True):
+                jobs[i].lat.update(stage_ms)
+                resolve(i, self._finish(jobs[i], s, gate, batch_size))
+            self.costs.observe_tail((time.perf_counter() - t1) * 1e3 / len(group))
+        self.costs.decay_unused(groups)
+        return deferred
+
+    def _gate_input(self, principal: Principal) -> dict[str, Any]:
+        return {
+            "client": principal.as_policy_input(),
+            "request": {
+                "tenant": principal.tenant,
+                "purpose": "payment_authorisation",
+                "region": self.region,
+                "model_version": self.engine.bundle.version,
+            },
+        }
+
+    def _finish(
+        self, job: ScoreJob, s: Scored, gate: GateResult, batch_size: int
+    ) -> ScoreOutcome | Exception:
+        """Decision policy → ingest → audit for one scored request."""
+        payment, lat = job.payment, job.lat
+        tenant, caller = job.principal.tenant, job.principal.id
+        shadow = None
+        if self.shadow_baseline:
+            base = self.engine.bundle.baseline.predict([list(s.features.values())])
+            shadow = {"baseline": float(base[0])}
+        t1 = time.perf_counter()
+        try:
             decision = self.policy.decide(
                 {
                     "tenant": tenant,
@@ -146,65 +318,65 @@ class ScoringService:
                     "model": {"version": self.engine.bundle.version, "served_by": s.served_by},
                 }
             )
+        except PolicyUnavailable as exc:
+            return exc  # fail closed: not answered, not ingested; the caller audits it
+        finally:
             lat["decision_policy"] = (time.perf_counter() - t1) * 1e3
-            reasons = list(dict.fromkeys(decision.reasons + s.reasons))
-            # Fuse the payment after scoring it: its own score never saw it.
-            t2 = time.perf_counter()
-            self.ingestor.apply(payment)
-            lat["ingest"] = (time.perf_counter() - t2) * 1e3
-            t3 = time.perf_counter()
-            lat["total"] = (t3 - t_start) * 1e3
-            receipt = self.audit.append(
-                {
-                    "kind": "inference",
-                    "at": datetime.now(UTC).isoformat(),
-                    "request_id": payment.event_id,
-                    "caller": caller,
-                    "tenant": tenant,
-                    "input_hash": body_hash,
-                    "policy": {"gate": gate.revision, "decision": decision.revision},
-                    "model_version": self.engine.bundle.version,
-                    "served_by": s.served_by,
-                    "score": round(s.score, 6),
-                    "action": decision.action,
-                    "reasons": reasons,
-                    "shadow_rules": decision.shadow,
-                    "latency_ms": round(lat["total"], 3),
-                }
-            )
-            lat["audit"] = (time.perf_counter() - t3) * 1e3
-            out = ScoreOutcome(
-                payment,
-                s.score,
-                decision.action,
-                reasons,
-                s.served_by,
-                self.engine.bundle.version,
-                decision.revision,
-                lat,
-                {"seq": receipt.seq, "hash": receipt.hash},
-                shadow,
-                decision.shadow,
-            )
-            self.idempotency.put(caller, key, body_hash, dict(out.__dict__))
+        reasons = list(dict.fromkeys(decision.reasons + s.reasons))
+        # Fuse the payment after scoring it: its own score never saw it.
+        t2 = time.perf_counter()
+        self.ingestor.apply(payment)
+        lat["ingest"] = (time.perf_counter() - t2) * 1e3
+        t3 = time.perf_counter()
+        lat["total"] = (t3 - job.started_at) * 1e3
+        receipt = self.audit.append(
+            {
+                "kind": "inference",
+                "at": datetime.now(UTC).isoformat(),
+                "request_id": payment.event_id,
+                "caller": caller,
+                "tenant": tenant,
+                "input_hash": job.body_hash,
+                "policy": {"gate": gate.revision, "decision": decision.revision},
+                "model_version": self.engine.bundle.version,
+                "served_by": s.served_by,
+                "rung": s.rung,
+                "deadline_ms": job.deadline_ms,
+                "score": round(s.score, 6),
+                "action": decision.action,
+                "reasons": reasons,
+                "shadow_rules": decision.shadow,
+                "latency_ms": round(lat["total"], 3),
+            }
+        )
+        lat["audit"] = (time.perf_counter() - t3) * 1e3
+        out = ScoreOutcome(
+            payment,
+            s.score,
+            decision.action,
+            reasons,
+            s.served_by,
+            self.engine.bundle.version,
+            decision.revision,
+            lat,
+            {"seq": receipt.seq, "hash": receipt.hash},
+            shadow,
+            decision.shadow,
+            rung=s.rung,
+            batch_size=batch_size,
+        )
+        self.idempotency.put(caller, job.key, job.body_hash, dict(out.__dict__))
         return out
 
-    def _audit_denied(
-        self,
-        payment: Payment,
-        principal: Principal,
-        body_hash: str,
-        reasons: list[str],
-        revision: str,
-    ) -> None:
+    def _audit_denied(self, job: ScoreJob, reasons: list[str], revision: str) -> None:
         self.audit.append(
             {
                 "kind": "inference_denied",
                 "at": datetime.now(UTC).isoformat(),
-                "request_id": payment.event_id,
-                "caller": principal.id,
-                "tenant": principal.tenant,
-                "input_hash": body_hash,
+                "request_id": job.payment.event_id,
+                "caller": job.principal.id,
+                "tenant": job.principal.tenant,
+                "input_hash": job.body_hash,
                 "policy": {"gate": revision},
                 "reasons": reasons,
             }

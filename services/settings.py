@@ -76,6 +76,53 @@ class Settings(BaseSettings):
         "'dev-client' of tenant 'default' with this key",
     )
     idempotency_ttl_s: float = Field(24 * 3600.0, gt=0, description="RISKGRAPH_IDEMPOTENCY_TTL_S")
+    batch_max_size: int = Field(
+        32, ge=1, le=4096, description="RISKGRAPH_BATCH_MAX_SIZE; micro-batch flush size B"
+    )
+    batch_max_wait_ms: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="RISKGRAPH_BATCH_MAX_WAIT_MS; micro-batch flush time τ after the oldest "
+        "queued request (a request never waits for peers longer than half its deadline)",
+    )
+    queue_capacity: int = Field(
+        256,
+        ge=1,
+        description="RISKGRAPH_QUEUE_CAPACITY; most requests waiting for the inference "
+        "worker; beyond it requests get 429 with Retry-After",
+    )
+    deadline_margin_ms: float = Field(
+        1.0,
+        ge=0,
+        description="RISKGRAPH_DEADLINE_MARGIN_MS; budget kept back from each request for "
+        "answering over HTTP when choosing its rung of the degradation ladder",
+    )
+    shed_on_deadline: bool = Field(
+        True,
+        description="RISKGRAPH_SHED_ON_DEADLINE; also answer 429 at once when the expected "
+        "queue wait alone exceeds a request's deadline",
+    )
+    ladder: tuple[Literal["full", "reduced", "cached", "tree", "policy"], ...] = Field(
+        ("full", "reduced", "cached", "tree", "policy"),
+        description="RISKGRAPH_LADDER; JSON list of the degradation ladder rungs in use "
+        "(policy is always the floor)",
+    )
+    reduced_fanouts: tuple[int, ...] = Field(
+        (5, 3), description="RISKGRAPH_REDUCED_FANOUTS; JSON list, per-hop caps of 'reduced'"
+    )
+    embedding_cache_size: int = Field(
+        100_000,
+        ge=0,
+        description="RISKGRAPH_EMBEDDING_CACHE_SIZE; entities whose GNN embeddings the "
+        "'cached' rung can reuse (0 disables that rung)",
+    )
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        description="RISKGRAPH_TORCH_THREADS; torch intra-op threads of the inference worker "
+        "(0: torch's default). 1 suits a 2-core host, where the other core serves HTTP",
+    )
 
     @field_validator("dev_api_key", mode="before")
     @classmethod

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -20,13 +22,16 @@ from services.auth import AuthError, Principal, bearer
 from services.container import Container
 from services.idempotency import IdempotencyConflict
 from services.policy import PolicyUnavailable
-from services.scoring import GateDenied
+from services.scoring import GateDenied, Overloaded
 
 log = logging.getLogger("riskgraph.api")
 
 
-def get_container(request: Request) -> Container:
-    """The process's wired ports (set on ``app.state`` by :func:`create_app`)."""
+async def get_container(request: Request) -> Container:
+    """The process's wired ports (set on ``app.state`` by :func:`create_app`).
+
+    Dependencies here are ``async`` on purpose: they do no I/O, and a sync dependency would
+    cost every request a hop through the thread pool."""
     container: Container = request.app.state.container
     return container
 
@@ -34,16 +39,22 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def authenticate(
+async def authenticate(
+    request: Request,
     c: ContainerDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    """The caller, from ``Authorization: Bearer <API key or analyst token>`` or ``X-API-Key``."""
+    """The caller, from ``Authorization: Bearer <API key or analyst token>`` or ``X-API-Key``.
+
+    Sets ``request.state.auth_ms`` (milliseconds spent authenticating)."""
+    t0 = time.perf_counter()
     try:
         return c.auth.authenticate(bearer(authorization, x_api_key))
     except AuthError as exc:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+    finally:
+        request.state.auth_ms = (time.perf_counter() - t0) * 1e3
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
@@ -62,9 +73,11 @@ def create_app(container: Container) -> FastAPI:
     app.state.container = container
     app.state.metrics = metrics
     settings = container.settings
+    container.scoring.on_batch = metrics.batch_size.observe
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:
+        request.state.received_at = time.perf_counter()  # a request's deadline counts from here
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
             return JSONResponse(
@@ -98,18 +111,26 @@ def create_app(container: Container) -> FastAPI:
             403: {"model": ErrorResponse},
             409: {"model": ErrorResponse},
             422: {"description": "Invalid body: the field at fault is in detail[].loc"},
+            429: {
+                "model": ErrorResponse,
+                "description": "Overloaded: shed before any work; retry after Retry-After s",
+            },
             503: {"model": ErrorResponse},
         },
     )
-    def score(
+    async def score(
         body: ScoreRequest,
+        request: Request,
         c: ContainerDep,
         principal: PrincipalDep,
         idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
     ) -> Any:
-        """Score one payment. A retry with the same ``Idempotency-Key`` (default: the
-        transaction id) returns the first decision and ingests nothing twice."""
-        t0 = time.perf_counter()
+        """Score one payment within its deadline (``deadline_ms``, default and cap from the
+        settings, counted from when the server received the request). ``rung`` in the answer
+        says which rung of the degradation ladder served it. A retry with the same
+        ``Idempotency-Key`` (default: the transaction id) returns the first decision and
+        ingests nothing twice."""
+        t0 = getattr(request.state, "received_at", time.perf_counter())
         payload = body.model_dump(mode="json")
         event = {k: v for k, v in payload.items() if k not in ("deadline_ms", "transaction_id")}
         event["event_id"] = body.transaction_id
@@ -125,7 +146,16 @@ def create_app(container: Container) -> FastAPI:
             )
         deadline = min(body.deadline_ms or settings.default_deadline_ms, settings.max_deadline_ms)
         try:
-            out = c.scoring.score(payment, principal, deadline, payload, idempotency_key)
+            future = c.scoring.submit(payment, principal, deadline, payload, idempotency_key, t0)
+            out = await asyncio.wrap_future(future)
+        except Overloaded as exc:
+            metrics.requests.labels("shed").inc()
+            metrics.shed.inc()
+            return JSONResponse(
+                {"detail": f"overloaded, not scored: {exc}"},
+                status_code=429,
+                headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+            )
         except IdempotencyConflict as exc:
             metrics.requests.labels("conflict").inc()
             return JSONResponse({"detail": str(exc)}, status_code=409)
@@ -139,13 +169,15 @@ def create_app(container: Container) -> FastAPI:
             return JSONResponse(
                 {"detail": f"policy unavailable, not scored: {exc}"}, status_code=503
             )
+        latency = dict(out.latency_ms)
         if out.replayed:
             metrics.requests.labels("replayed").inc()
         else:
             metrics.requests.labels("scored").inc()
-            metrics.served.labels(out.served_by, out.action).inc()
-            out.latency_ms["http"] = (time.perf_counter() - t0) * 1e3
-            for stage, ms in out.latency_ms.items():
+            metrics.served.labels(out.rung, out.served_by, out.action).inc()
+            latency["auth"] = getattr(request.state, "auth_ms", 0.0)
+            latency["http"] = (time.perf_counter() - t0) * 1e3
+            for stage, ms in latency.items():
                 metrics.stage_ms.labels(stage).observe(ms)
         return ScoreResponse(
             transaction_id=body.transaction_id,
@@ -154,8 +186,9 @@ def create_app(container: Container) -> FastAPI:
             reasons=out.reasons,
             model_version=out.model_version,
             served_by=out.served_by,
+            rung=out.rung,
             policy_revision=out.policy_revision,
-            latency_ms={k: round(v, 3) for k, v in out.latency_ms.items()},
+            latency_ms={k: round(v, 3) for k, v in latency.items()},
             receipt=out.receipt,
             shadow_scores=out.shadow_scores,
             shadow_rules=out.shadow_rules,

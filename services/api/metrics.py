@@ -1,10 +1,20 @@
-"""Prometheus metrics of one API process (own registry, so tests can build many apps)."""
+"""Prometheus metrics of one API process (own registry, so tests can build many apps).
+
+``riskgraph_stage_latency_ms{stage}`` has one histogram per stage of a score, in
+milliseconds: ``auth``, ``queue`` (wait for the inference worker), ``gate_policy``,
+``features``, ``sampling``, ``gnn`` (forward pass), ``fallback`` (tree model), ``rules``
+(policy-only rung), ``decision_policy``, ``ingest``, ``audit``, ``total`` (server receipt to
+audit record) and ``http`` (server receipt to response built). ``features``, ``sampling`` and
+the model stages are per micro-batch: each request observes its group's time. There is no
+``retrieval`` stage yet: similar-case retrieval (FAISS) is not on the scoring path.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100, 250, 1000)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class ApiMetrics:
@@ -18,8 +28,8 @@ class ApiMetrics:
         )
         self.served = Counter(
             "riskgraph_scores",
-            "Scores by model that served and action",
-            ["served_by", "action"],
+            "Scores by ladder rung, model that served and action",
+            ["rung", "served_by", "action"],
             registry=self.registry,
         )
         self.stage_ms = Histogram(
@@ -27,6 +37,17 @@ class ApiMetrics:
             "Per-stage latency (ms)",
             ["stage"],
             buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "riskgraph_batch_size",
+            "Requests per inference micro-batch",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "riskgraph_shed",
+            "Score requests refused with 429 before any work was done",
             registry=self.registry,
         )
         self.events = Counter(

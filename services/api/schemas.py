@@ -38,7 +38,11 @@ class ScoreResponse(BaseModel):
     action: Literal["approve", "review", "decline"]
     reasons: list[str]
     model_version: str
-    served_by: Literal["gnn", "baseline"]
+    served_by: Literal["gnn", "baseline", "policy"]
+    rung: Literal["full", "reduced", "cached", "tree", "policy"] = Field(
+        description="Rung of the degradation ladder that served: full GNN, reduced fan-out, "
+        "cached neighbour embeddings, tree model, or policy rules alone"
+    )
     policy_revision: str
     latency_ms: dict[str, float]
     receipt: dict[str, Any]

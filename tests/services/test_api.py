@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,10 @@ def test_score_answers_with_score_action_reasons_and_latency(app: App) -> None:
     assert isinstance(out["reasons"], list)
     assert all(isinstance(x, str) for x in out["reasons"])
     assert out["model_version"] == "gnn-test-1"
-    assert out["served_by"] == "gnn"
+    assert (out["served_by"], out["rung"]) == ("gnn", "full")
     assert out["policy_revision"] == source_revision()
-    assert {"sampling", "gnn", "features", "total", "http"} <= set(out["latency_ms"])
+    stages = {"auth", "queue", "gate_policy", "features", "sampling", "gnn", "decision_policy"}
+    assert stages | {"ingest", "audit", "total", "http"} <= set(out["latency_ms"])
     assert all(v >= 0 for v in out["latency_ms"].values())
     record = app.audit.records[-1]
     assert out["receipt"] == {"seq": record["seq"], "hash": record["hash"]}
@@ -39,18 +42,85 @@ def test_score_answers_with_score_action_reasons_and_latency(app: App) -> None:
         "dev-client",
     )
     assert record["score"] == pytest.approx(out["score"], abs=1e-6)
-    assert record["served_by"] == "gnn"
+    assert (record["served_by"], record["rung"]) == ("gnn", "full")
     assert "acc-1" not in str(record)  # the request itself is only kept as a keyed hash
 
 
-def test_a_tiny_deadline_is_served_by_the_baseline(app: App) -> None:
+def test_a_spent_deadline_is_served_by_the_policy_rung_and_audited_as_such(app: App) -> None:
     r = app.client.post("/v1/score", json=body(deadline_ms=0.001))
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["served_by"] == "baseline"
-    assert "fallback" in out["latency_ms"]
+    assert (out["rung"], out["served_by"]) == ("policy", "policy")
+    assert "rules" in out["latency_ms"]
     assert "gnn" not in out["latency_ms"]
     assert 0.0 <= out["score"] <= 1.0
+    assert out["model_version"] == "gnn-test-1"
+    record = app.audit.records[-1]
+    assert out["receipt"] == {"seq": record["seq"], "hash": record["hash"]}
+    assert (record["rung"], record["served_by"], record["deadline_ms"]) == (
+        "policy",
+        "policy",
+        0.001,
+    )
+    assert app.c.graph.stats()["transaction"] == 1  # answered, so ingested
+
+
+def test_a_deadline_the_gnn_cannot_meet_is_served_by_the_tree(app: App) -> None:
+    for rung in ("full", "reduced", "cached"):  # measured: every GNN rung takes a second
+        app.c.scoring.costs.observe(rung, 1, 1000.0)
+    r = app.client.post("/v1/score", json=body(deadline_ms=200))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["rung"], out["served_by"]) == ("tree", "baseline")
+    assert "fallback" in out["latency_ms"]
+    assert app.audit.records[-1]["rung"] == "tree"
+
+
+def test_a_full_queue_sheds_with_429_and_retry_after(tmp_path: Path, bundle: ModelBundle) -> None:
+    with make_app(
+        tmp_path, bundle, queue_capacity=1, batch_max_size=1, shed_on_deadline=False
+    ) as a:
+        scoring = a.c.scoring
+        taken = threading.Event()
+        scoring.on_batch = lambda n: taken.set()
+        principal = a.c.auth.authenticate("dev-key")
+        jobs = [
+            payment(f"tx-q{i}", TEN_AM + i, account="acc-q", card="card-q", merchant="m-q")
+            for i in range(2)
+        ]
+        with scoring.lock:  # the worker takes a batch, then waits for the store lock
+            first = scoring.submit(jobs[0], principal, 1000.0, {"i": 0})
+            assert taken.wait(10)
+            second = scoring.submit(jobs[1], principal, 1000.0, {"i": 1})  # fills the queue
+            r = a.client.post("/v1/score", json=body())
+            assert r.status_code == 429, r.text
+            assert int(r.headers["Retry-After"]) >= 1
+            assert "overloaded" in r.json()["detail"]
+            assert a.audit.records == []
+        assert first.result(10).rung == "full"
+        assert second.result(10).rung == "full"
+        assert [rec["request_id"] for rec in a.audit.records] == ["tx-q0", "tx-q1"]
+        metrics = a.client.get("/metrics").text
+        assert 'riskgraph_score_requests_total{outcome="shed"} 1.0' in metrics
+        assert a.client.post("/v1/score", json=body()).status_code == 200  # room again
+
+
+def test_an_expected_wait_beyond_the_deadline_sheds_at_the_door(
+    tmp_path: Path, bundle: ModelBundle
+) -> None:
+    with make_app(tmp_path, bundle) as a:
+        scoring = a.c.scoring
+        taken = threading.Event()
+        scoring.on_batch = lambda n: taken.set()
+        scoring.batcher.item_seconds = 0.050  # requests have been taking 50 ms each
+        principal = a.c.auth.authenticate("dev-key")
+        with scoring.lock:
+            busy = scoring.submit(payment("tx-b", TEN_AM), principal, 1000.0, {})
+            assert taken.wait(10)  # the worker is busy: a new request waits ~50 ms
+            r = a.client.post("/v1/score", json=body(deadline_ms=5))
+            assert r.status_code == 429, r.text
+            assert "deadline" in r.json()["detail"]
+        assert busy.result(10).rung == "full"
 
 
 @pytest.mark.parametrize(
@@ -153,7 +223,11 @@ def test_ops_endpoints(app: App) -> None:
     metrics = app.client.get("/metrics")
     assert metrics.status_code == 200
     assert "riskgraph_stage_latency_ms_bucket{" in metrics.text
-    assert 'stage="gnn"' in metrics.text
+    for stage in ("auth", "queue", "gate_policy", "sampling", "features", "gnn", "audit"):
+        assert f'stage="{stage}"' in metrics.text
+    assert "riskgraph_batch_size_bucket{" in metrics.text
+    scores = r'riskgraph_scores_total\{action="\w+",rung="full",served_by="gnn"\} 1\.0'
+    assert re.search(scores, metrics.text)
     assert 'riskgraph_score_requests_total{outcome="scored"} 1.0' in metrics.text
 
 

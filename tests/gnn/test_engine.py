@@ -1,0 +1,168 @@
+"""The inference engine's rungs: layered forward = the model, cached rung = full rung when the
+cache is fresh, every rung answers in [0, 1] at a point in time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from feature_stream.events import Payment
+from feature_stream.features import FEATURE_NAMES
+from gnn.artifact import ModelBundle
+from gnn.baseline import TreeBaseline
+from gnn.engine import (
+    EmbeddingCache,
+    FusedForward,
+    ScoringEngine,
+    hop1_rows,
+    one_hop,
+    propagate,
+)
+from gnn.ladder import LADDER, SERVED_BY, Rung
+from gnn.model import TemporalHeteroGNN
+from gnn.tensorize import tensorize
+from tests.gnn.conftest import FANOUTS, World
+
+
+@pytest.fixture(scope="module")
+def bundle(world: World) -> ModelBundle:
+    torch.manual_seed(0)
+    x = np.asarray(world.rows)
+    y = np.asarray(world.y)
+    gnn = TemporalHeteroGNN(len(FEATURE_NAMES), hidden=16, layers=len(FANOUTS) + 1).eval()
+    return ModelBundle(
+        gnn,
+        TreeBaseline(max_iter=10).fit(x, y),
+        {"version": "gnn-engine-test", "fanouts": list(FANOUTS)},
+    )
+
+
+def test_propagate_equals_the_models_forward(bundle: ModelBundle, world: World) -> None:
+    batch = tensorize(world.prepared.subgraphs[:30], world.rows[:30])
+    with torch.inference_mode():
+        expected = bundle.gnn(batch)
+        got, _ = propagate(bundle.gnn, batch)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_hop1_rows_point_at_the_query_entities(world: World) -> None:
+    subgraphs = world.prepared.subgraphs[:10]
+    batch = tensorize(subgraphs, world.rows[:10])
+    rows = hop1_rows(subgraphs)
+    own = sum(1 for g in subgraphs for h in g.node_hop if h == 1)
+    assert sum(len(r) for _, r in rows.values()) == own
+    for ntype, (keys, r) in rows.items():
+        assert len(keys) == len(r)
+        # entity input feature 3 is "is one of the query's own entities"
+        assert batch.x[ntype][r, 3].tolist() == [1.0] * len(r)
+
+
+def test_one_hop_keeps_the_query_and_its_own_entities(world: World) -> None:
+    g = world.prepared.subgraphs[5]
+    star = one_hop(g)
+    assert star.node_hop == [h for h in g.node_hop if h <= 1]
+    assert star.num_edges == star.num_nodes - 1
+    assert all(d == 0 for d in star.dst)
+    assert star.max_time_used < g.t
+
+
+def test_cached_rung_equals_full_rung_when_the_cache_is_fresh(
+    bundle: ModelBundle, world: World
+) -> None:
+    engine = ScoringEngine(bundle, world.graph, world.features, cache_size=10_000)
+    assert engine.cache is not None
+    for p in world.payments[-12:]:
+        # One query at a time: a shared entity (a merchant) keeps the embedding of the latest
+        # query that saw it, which an earlier query must not use (point in time).
+        (full,), _ = engine.infer([p], "full")
+        hits = engine.cache.hits
+        (cached,), timings = engine.infer([p], "cached")
+        assert engine.cache.hits == hits + sum(1 for h in one_hop_sample(engine, p) if h == 1)
+        assert cached.score == pytest.approx(full.score, abs=1e-5)
+        assert cached.rung == "cached"
+        assert {"features", "sampling", "gnn"} <= set(timings)
+    assert engine.cache.misses == 0
+
+
+def one_hop_sample(engine: ScoringEngine, p: Payment) -> list[int]:
+    (g,) = engine.graph.sample([p], (1,))
+    return one_hop(g).node_hop
+
+
+def test_the_cache_serves_no_embedding_from_the_future() -> None:
+    cache = EmbeddingCache(capacity=2, layers=2, hidden=3)
+    cache.put("device", [("d1", 100.0)], torch.ones((1, 2, 3)))
+    assert cache.get("device", [("d1", 99.0)]) == ([], None)  # asked before it was computed
+    pos, emb = cache.get("device", [("d1", 100.0), ("d2", 200.0)])
+    assert pos == [0]
+    assert emb is not None
+    assert emb.shape == (1, 2, 3)
+
+
+def test_the_cache_is_bounded() -> None:
+    cache = EmbeddingCache(capacity=2, layers=1, hidden=1)
+    for i in range(5):
+        cache.put("ip", [(f"ip{i}", 0.0)], torch.full((1, 1, 1), float(i)))
+    assert len(cache) == 2
+    pos, emb = cache.get("ip", [("ip0", 1.0), ("ip3", 1.0), ("ip4", 1.0)])
+    assert pos == [1, 2]
+    assert emb is not None
+    assert emb.flatten().tolist() == [3.0, 4.0]
+
+
+@pytest.mark.parametrize("rung", LADDER)
+def test_every_rung_answers_in_range_at_a_point_in_time(
+    bundle: ModelBundle, world: World, rung: Rung
+) -> None:
+    engine = ScoringEngine(bundle, world.graph, world.features)
+    sample = world.payments[-15:]
+    scored, timings = engine.infer(sample, rung)
+    assert [s.rung for s in scored] == [rung] * len(sample)
+    assert [s.served_by for s in scored] == [SERVED_BY[rung]] * len(sample)
+    assert all(0.0 <= s.score <= 1.0 for s in scored)
+    assert all(
+        s.max_time_used < p.event_time.timestamp() for s, p in zip(scored, sample, strict=True)
+    )
+    stage = {"tree": "fallback", "policy": "rules"}.get(rung, "gnn")
+    assert {"features", stage} <= set(timings)
+
+
+def test_reduced_fanouts_are_capped_by_the_artifacts(bundle: ModelBundle, world: World) -> None:
+    engine = ScoringEngine(bundle, world.graph, world.features, reduced_fanouts=(2, 10))
+    assert engine.reduced_fanouts == (2, 3)  # the artifact samples (5, 3)
+
+
+def test_cuda_is_refused_where_there_is_none(bundle: ModelBundle, world: World) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA; the refusal path is for hosts without it")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        ScoringEngine(bundle, world.graph, world.features, device="cuda")
+
+
+def test_the_fused_forward_equals_the_models_forward(bundle: ModelBundle, world: World) -> None:
+    fused = FusedForward(bundle.gnn)
+    for lo, hi in ((0, 1), (0, 30), (30, len(world.payments))):
+        batch = tensorize(world.prepared.subgraphs[lo:hi], world.rows[lo:hi])
+        with torch.inference_mode():
+            expected = bundle.gnn(batch)
+            got, _ = fused(batch)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_fused_forward_captures_and_injects_like_propagate(
+    bundle: ModelBundle, world: World
+) -> None:
+    subgraphs = world.prepared.subgraphs[:20]
+    batch = tensorize(subgraphs, world.rows[:20])
+    rows = {t: torch.tensor(r) for t, (_, r) in hop1_rows(subgraphs).items()}
+    fused = FusedForward(bundle.gnn)
+    with torch.inference_mode():
+        _, expected = propagate(bundle.gnn, batch, capture=rows)
+        _, got = fused(batch, capture=rows)
+        for t in rows:
+            torch.testing.assert_close(got[t], expected[t], rtol=1e-5, atol=1e-5)
+        inject = {t: (r, torch.zeros((len(r), 3, 16))) for t, r in rows.items()}
+        a, _ = propagate(bundle.gnn, batch, inject=inject)
+        b, _ = fused(batch, inject=inject)
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
