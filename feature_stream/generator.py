@@ -46,7 +46,13 @@ from tqdm import tqdm
 
 from feature_stream.events import SCHEMA_VERSION, TOPICS
 from feature_stream.generator_fraud import SCENARIOS, SIMULATE
-from feature_stream.generator_legit import simulate_logins, simulate_payments, simulate_social
+from feature_stream.generator_legit import (
+    simulate_bursts,
+    simulate_households,
+    simulate_logins,
+    simulate_payments,
+    simulate_social,
+)
 from feature_stream.generator_output import (
     GROUND_TRUTH_HEADER,
     RENDER,
@@ -60,7 +66,7 @@ from feature_stream.generator_output import (
 )
 from feature_stream.generator_world import DAY, EventLog, World, build_world
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "2.0.0"
 
 FILES = {kind: f"{topic}.jsonl" for kind, topic in TOPICS.items()}
 """Event type → output file name."""
@@ -75,7 +81,18 @@ SCENARIO_KNOBS = {
 }
 """Scenario → the config field that sets how often it happens (0 turns it off)."""
 
-_STREAMS = ("world", "payments", "logins", "social", *SCENARIOS, "labels", "ids", "malformed")
+_STREAMS = (
+    "world",
+    "payments",
+    "logins",
+    "social",
+    *SCENARIOS,
+    "labels",
+    "ids",
+    "malformed",
+    "bursts",
+    "households",
+)
 
 
 class GeneratorConfig(BaseModel):
@@ -115,23 +132,27 @@ class GeneratorConfig(BaseModel):
         le=50,
         description="Mean logins per account and day besides those just before a payment.",
     )
-    rings: int = Field(6, ge=0, description="Fraud rings of 4–8 accounts sharing devices/IPs.")
+    rings: int = Field(
+        12,
+        ge=0,
+        description="Fraud rings, each burning through 14–22 socially linked accounts.",
+    )
     takeover_waves: int = Field(
-        10, ge=0, description="Account-takeover waves, each one device used on 3–6 victims."
+        12, ge=0, description="Account-takeover campaigns, each one device used on 3–6 victims."
     )
     card_testing_bursts: int = Field(
-        25, ge=0, description="Stolen cards tested with 5–20 tiny payments, then 1–2 large ones."
+        12, ge=0, description="Stolen cards tested with 5–20 tiny payments, then 1–2 large ones."
     )
     mule_chains: int = Field(
-        16, ge=0, description="Victim → mule → mule transfer chains, each ending in cash-outs."
+        30, ge=0, description="Victim → mule → mule transfer chains, each mule cashing out."
     )
     device_farm_episodes: int = Field(
-        30,
+        14,
         ge=0,
         description="Bursts of ≥3 accounts on one farm device (a farm device per six bursts).",
     )
     bust_out_merchants: int = Field(
-        4, ge=0, description="Colluding merchants appearing mid-stream, all their payments fraud."
+        3, ge=0, description="Colluding merchants appearing mid-stream, all their payments fraud."
     )
     label_delay_days_min: float = Field(
         2.0, gt=0, description="Shortest delay between a payment and its label, in days."
@@ -178,6 +199,8 @@ def simulate(config: GeneratorConfig) -> tuple[World, EventLog]:
     simulate_payments(world, log, _rng(config, "payments"))
     simulate_logins(world, log, _rng(config, "logins"))
     simulate_social(world, log, _rng(config, "social"))
+    simulate_bursts(world, log, _rng(config, "bursts"))
+    simulate_households(world, log, _rng(config, "households"))
     return world, log
 
 

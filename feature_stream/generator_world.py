@@ -5,6 +5,20 @@ Their string ids are assigned only when writing, through a seeded permutation, s
 reveals when or why an entity was created (fraud devices are allocated last, for instance).
 
 Times inside the simulation are float seconds since the start of the simulated period.
+
+Shared infrastructure that makes per-entity signals ambiguous, as in real payment data:
+
+* **Households** of 2–5 accounts share an address and usually the home IP; almost half of them
+  share a family tablet on which several members log in within minutes of each other (see
+  :func:`~feature_stream.generator_legit.simulate_households`). So "≥ 3 accounts on one device
+  within five minutes" is not proof of a device farm.
+* **Mobile carrier NAT** addresses and **public Wi-Fi** (cafés, hotels, offices, campuses) are
+  shared by many unrelated accounts, so an IP seen with many accounts is not proof of abuse and
+  an IP new to an account is common.
+* **Travel**: 40 % of accounts take a 2–6 day trip during the period, paying at merchants new
+  to the card, through hotel Wi-Fi or roaming, sometimes from a device they rarely use.
+* **Merchants opening mid-stream**: a few legitimate shops start trading during the period, so a
+  young merchant is not proof of a bust-out.
 """
 
 from __future__ import annotations
@@ -167,6 +181,15 @@ class World:
     high_value_merchants: np.ndarray
     carrier_ips: np.ndarray  # mobile carrier NAT addresses, shared by many accounts
     carrier_popularity: np.ndarray
+    public_ips: np.ndarray  # café, hotel, office and campus Wi-Fi, shared by many accounts
+    public_popularity: np.ndarray
+    merchant_open_at: np.ndarray  # over legitimate merchants: when each starts trading (0 for most)
+    burst_prone: np.ndarray  # accounts with a habit of micro-payment bursts (games, vending)
+    family_tablets: list[tuple[np.ndarray, int]]  # (household members, their shared device)
+    trip_start: np.ndarray  # per account; trip_start == trip_end where the account stays home
+    trip_end: np.ndarray
+    trip_ip: np.ndarray  # the hotel or holiday-flat Wi-Fi of the trip
+    trip_device: np.ndarray  # a travel tablet or borrowed laptop, or -1
     kiosks: np.ndarray  # public devices (hotel, library) that many accounts use now and then
     kiosk_ips: np.ndarray  # the IP behind each kiosk
     friend_groups: list[np.ndarray]
@@ -242,13 +265,36 @@ class World:
         return self.devices[accounts, second.astype(int)]
 
     def ip_of(self, rng: np.random.Generator, accounts: np.ndarray) -> np.ndarray:
-        """A home IP most of the time, else a shared mobile carrier address."""
+        """A home IP most of the time, else a shared mobile carrier or public Wi-Fi address."""
         n = len(accounts)
         second = (self.n_home_ips[accounts] == 2) & (rng.random(n) < 0.3)
         ips = self.home_ips[accounts, second.astype(int)]
-        mobile = rng.random(n) < 0.18
+        where = rng.random(n)
         carrier = rng.choice(self.carrier_ips, size=n, p=self.carrier_popularity)
-        return np.where(mobile, carrier, ips)
+        public = rng.choice(self.public_ips, size=n, p=self.public_popularity)
+        return np.select([where < 0.28, where < 0.36], [carrier, public], ips)
+
+    def shared_ips(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` addresses behind which many accounts hide: carrier NAT or public Wi-Fi."""
+        carrier = rng.choice(self.carrier_ips, size=n, p=self.carrier_popularity)
+        public = rng.choice(self.public_ips, size=n, p=self.public_popularity)
+        return np.where(rng.random(n) < 0.75, carrier, public)
+
+    def open_merchants(
+        self, rng: np.random.Generator, merchant: np.ndarray, t: np.ndarray
+    ) -> np.ndarray:
+        """``merchant`` (legitimate ones) with those not yet trading at ``t`` replaced by
+        popular open ones; changes ``merchant`` in place and returns it."""
+        closed = t < self.merchant_open_at[merchant]
+        for _ in range(4):
+            if not closed.any():
+                break
+            merchant[closed] = rng.choice(
+                self.n_legit_merchants, size=int(closed.sum()), p=self.merchant_popularity
+            )
+            closed = t < self.merchant_open_at[merchant]
+        merchant[closed] = np.flatnonzero(self.merchant_open_at == 0)[0]
+        return merchant
 
 
 def zipf_weights(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
@@ -296,14 +342,16 @@ def build_world(
     carrier_ips = np.arange(n_ip_ids, n_ip_ids + n_carrier)
     n_ip_ids += n_carrier
 
-    # Households share an address, usually the home IP, sometimes a family tablet.
-    households = split_groups(rng, rng.choice(a, size=a // 5, replace=False), 2, 4)
+    # Households share an address, usually the home IP, often a family tablet.
+    households = split_groups(rng, rng.choice(a, size=a // 4, replace=False), 2, 5)
+    family_tablets: list[tuple[np.ndarray, int]] = []
     for members in households:
-        if rng.random() < 0.7:
+        if rng.random() < 0.75:
             home_ips[members, 0] = home_ips[members[0], 0]
-        if rng.random() < 0.25:
+        if rng.random() < 0.45:
             devices[members, 1] = n_device_ids
             n_devices[members] = 2
+            family_tablets.append((members, n_device_ids))
             n_device_ids += 1
 
     popularity = zipf_weights(rng, n_merchants, 1.1)
@@ -317,6 +365,10 @@ def build_world(
     scale[cash_out] = rng.uniform(2.0, 3.5, len(cash_out))
     ordinary = np.setdiff1d(np.arange(n_merchants), special)
     high_value = ordinary[scale[ordinary] >= np.quantile(scale[ordinary], 0.75)]
+    # A few ordinary shops open during the period (new outlets, pop-ups, newly onboarded).
+    open_at = np.zeros(n_merchants)
+    newcomers = ordinary[rng.random(len(ordinary)) < 0.05]
+    open_at[newcomers] = rng.uniform(0.15, 0.9, len(newcomers)) * span
 
     slots = HABIT_SLOTS
     cumulative = np.cumsum(popularity)
@@ -324,12 +376,25 @@ def build_world(
     habitual = np.minimum(habitual, n_merchants - 1)
 
     new_device = np.full(a, -1, np.int64)
-    movers = np.flatnonzero(rng.random(a) < 0.08)
+    movers = np.flatnonzero(rng.random(a) < 0.15)  # new phone, new laptop, new browser
     new_device[movers] = n_device_ids + np.arange(len(movers))
     n_device_ids += len(movers)
     new_device_at = rng.uniform(2 * DAY, span - 2 * DAY, a)
 
     carrier_popularity = zipf_weights(rng, n_carrier, 0.8)
+    trip_start = rng.uniform(0, span - 2 * DAY, a)
+    trip_end = np.where(
+        rng.random(a) < 0.4, np.minimum(trip_start + rng.uniform(2, 6, a) * DAY, span), trip_start
+    )
+    trip_ip = np.arange(n_ip_ids, n_ip_ids + a)
+    n_ip_ids += a
+    trip_device = np.full(a, -1, np.int64)
+    borrowed = np.flatnonzero((trip_end > trip_start) & (rng.random(a) < 0.3))
+    trip_device[borrowed] = n_device_ids + np.arange(len(borrowed))
+    n_device_ids += len(borrowed)
+    n_public = max(10, a // 60)
+    public_ips = np.arange(n_ip_ids, n_ip_ids + n_public)
+    n_ip_ids += n_public
     n_kiosks = max(3, a // 800)
     kiosks = np.arange(n_device_ids, n_device_ids + n_kiosks)
     kiosk_ips = np.arange(n_ip_ids, n_ip_ids + n_kiosks)
@@ -347,7 +412,7 @@ def build_world(
         n_home_ips=n_home_ips,
         habitual=habitual,
         n_habitual=rng.integers(3, slots + 1, a),
-        p_habitual=rng.beta(8.0, 1.5, a),
+        p_habitual=rng.beta(6.0, 2.0, a),
         amount_scale=rng.lognormal(np.log(22.0), 0.6, a),
         pay_rate=rng.gamma(2.0, payments_per_day / 2.0, a),
         login_rate=rng.gamma(2.0, logins_per_day / 2.0, a),
@@ -362,6 +427,15 @@ def build_world(
         high_value_merchants=high_value,
         carrier_ips=carrier_ips,
         carrier_popularity=carrier_popularity,
+        public_ips=public_ips,
+        public_popularity=zipf_weights(rng, n_public, 0.9),
+        merchant_open_at=open_at,
+        burst_prone=rng.random(a) < 0.08,
+        family_tablets=family_tablets,
+        trip_start=trip_start,
+        trip_end=trip_end,
+        trip_ip=trip_ip,
+        trip_device=trip_device,
         kiosks=kiosks,
         kiosk_ips=kiosk_ips,
         friend_groups=split_groups(rng, np.arange(a), 2, 8),
