@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError
 
 from feature_stream.changelog import ChangelogFollower
 from feature_stream.event_io import FileEventSource, InMemoryEventSink
@@ -199,7 +200,12 @@ async def _caught_up(group: str, prefix: str) -> bool:
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group)
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+        except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError):
+            # A fresh broker creates its offsets topic on first use: until then there is no
+            # coordinator, so nothing can have been committed yet. Callers poll with a deadline.
+            return False
         parts = [TopicPartition(t, 0) for t in source_topics(prefix).values()]
         ends = await consumer.end_offsets(parts)
         return all(
