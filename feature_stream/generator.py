@@ -96,7 +96,7 @@ _STREAMS = (
 
 
 class GeneratorConfig(BaseModel):
-    """Everything that shapes a generated stream. Defaults: ≈100k payments, ≈250k events,
+    """Everything that shapes a generated stream. Defaults: ≈110k payments, ≈255k events,
     35 days, fraud ≈1.5 % of payments, small enough to train a GNN on two cores in minutes."""
 
     model_config = ConfigDict(extra="forbid")

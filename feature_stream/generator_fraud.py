@@ -12,13 +12,14 @@ its episodes so that every event falls inside the simulated period, spread over 
 period (the last week included).
 
 =====================  ==================================================================
-``ring``               an organisation that runs for most of the period and burns through
-                       14–22 accounts, each active for 0.5–3 days: 2–6 payments of ordinary
-                       amounts at ordinary merchants (often the member's usual ones) from
-                       fresh fingerprints, via home, proxy or carrier IPs. Each new account
-                       shares a phone number or address with 2–3 recent members and knows
-                       the organiser, was set up on one of the ring's phones, and passes
-                       proceeds on by P2P.
+``ring``               organised first-party fraud that runs for most of the period and
+                       burns through 14–22 accounts, each active for 0.5–3 days: 2–6
+                       payments of ordinary amounts at ordinary merchants (often the
+                       member's usual ones), in shops or online – online mostly from fresh
+                       fingerprints via proxies or carrier NAT, sometimes from home. Each new
+                       account shares a phone number or address with 2–3 recent members
+                       and knows the organiser, was set up on one of the ring's phones, and
+                       passes proceeds on by P2P.
 ``account_takeover``   a crew's device logs into 3–6 victims (and a few accounts it only
                        probes) over 4–10 days, each session through another residential
                        proxy or carrier IP; half the payments mimic the victim (usual
@@ -95,7 +96,7 @@ def _spread(rng: np.random.Generator, count: int) -> np.ndarray:
 def _login_before(
     log: EventLog,
     rng: np.random.Generator,
-    share: float,
+    share: float | np.ndarray,
     t: np.ndarray,
     acc: np.ndarray,
     device: np.ndarray,
@@ -144,22 +145,8 @@ def ring(world: World, log: EventLog, rng: np.random.Generator, count: int) -> N
         acc = members[who]
         m = len(acc)
         t = times_in_window(rng, act[who], end[who], m)
-        # A fresh fingerprint every one or two payments; now and then one of the ring's phones.
-        sessions = (per + 1) // 2
-        first = np.repeat(np.cumsum(sessions) - sessions, per)
-        nth = np.arange(m) - np.repeat(np.cumsum(per) - per, per)
-        device = world.new_devices(int(sessions.sum()))[first + nth // 2]
-        on_phone = rng.random(m) < 0.1
-        device[on_phone] = rng.choice(phones, int(on_phone.sum()))
-        # Members pay from home now and then; otherwise through proxies or carrier NAT.
-        where = rng.random(m)
-        ip = np.select(
-            [where < 0.3, where < 0.6],
-            [world.home_ips[acc, 0], world.new_ips(m)],
-            world.shared_ips(rng, m),
-        )
-        ip[on_phone] = base_ip
-        # Members buy where they usually shop and, to resell, at high-value shops.
+        # Members buy where they usually shop and, to resell, at high-value shops; online
+        # mostly, in shops too.
         slot = (world.n_habitual[acc] * rng.random(m) ** 2).astype(np.int64)
         where = rng.random(m)
         merchant = np.select(
@@ -168,8 +155,24 @@ def ring(world: World, log: EventLog, rng: np.random.Generator, count: int) -> N
             rng.choice(world.n_legit_merchants, size=m, p=world.merchant_popularity),
         )
         merchant = world.open_merchants(rng, merchant, t)
+        online = rng.random(m) < 0.5 + 0.5 * world.merchant_ecommerce[merchant]
+        # Online: a fresh fingerprint every one or two payments through a proxy or carrier NAT,
+        # now and then one of the ring's phones, or the member's own device at home.
+        sessions = (per + 1) // 2
+        first = np.repeat(np.cumsum(sessions) - sessions, per)
+        nth = np.arange(m) - np.repeat(np.cumsum(per) - per, per)
+        device = world.new_devices(int(sessions.sum()))[first + nth // 2]
+        ip = np.where(rng.random(m) < 0.5, world.new_ips(m), world.shared_ips(rng, m))
+        at_home = rng.random(m) < 0.25
+        device[at_home] = world.home_device_of(rng, acc[at_home])
+        ip[at_home] = world.home_ips[acc[at_home], 0]
+        on_phone = ~at_home & (rng.random(m) < 0.1)
+        device[on_phone] = rng.choice(phones, int(on_phone.sum()))
+        ip[on_phone] = base_ip
+        device[~online] = -1
+        ip[~online] = -1
         amount = (
-            world.amount_scale[acc] * world.merchant_scale[merchant] * rng.lognormal(0.4, 0.5, m)
+            world.amount_scale[acc] * world.merchant_scale[merchant] * rng.lognormal(0.3, 0.5, m)
         )
         log.pay(
             t,
@@ -177,12 +180,12 @@ def ring(world: World, log: EventLog, rng: np.random.Generator, count: int) -> N
             world.card_of(rng, acc),
             merchant,
             np.clip(amount, 5, 3_000),
-            ECOMMERCE,
+            np.where(online, ECOMMERCE, CARD_PRESENT),
             device,
             ip,
             code("ring"),
         )
-        _login_before(log, rng, 0.6, t, acc, device, ip)
+        _login_before(log, rng, 0.6 * online, t, acc, device, ip)
 
         # Proceeds are passed on to the organiser, sometimes to another member.
         k_sent = rng.integers(1, 3, n - 1)

@@ -5,10 +5,10 @@ Vectorised over (account, day) cells: per-cell Poisson counts, then one array dr
 Real customers trip most single-entity fraud rules now and then, and so do these:
 
 =========================  ====================================================================
-device churn               ≈ 12 % of sessions with a device come from a fingerprint nobody has
+device churn               ≈ 20 % of sessions with a device come from a fingerprint nobody has
                            used before (incognito windows, cleared cookies, a new browser, a
                            borrowed phone); 15 % of accounts adopt a new phone or laptop
-                           mid-stream. Exploring merchants new to the card is common (≈ 30 %).
+                           mid-stream. Exploring merchants new to the card is common (≈ 35 %).
 travel                     during a trip (40 % of accounts, 2–6 days) payments go to merchants
                            new to the card, are 1.5× larger, come through the hotel's Wi-Fi or
                            roaming, and for a third of trips from a rarely used device.
@@ -50,7 +50,7 @@ P2P_PER_PAIR_DAY = 0.025
 """Rate of P2P transfers between two members of a friend group."""
 FUNDED_PER_PAIR_DAY = 0.02
 """Rate of money sent between two household members for a purchase the receiver then makes."""
-FRESH_DEVICE_SHARE = 0.12
+FRESH_DEVICE_SHARE = 0.2
 """Share of sessions with a device that use a fingerprint never seen before."""
 BURSTS_PER_DAY = 0.07
 """Micro-payment bursts per day of an account prone to them."""
