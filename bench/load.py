@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import math
 import multiprocessing
 import os
@@ -123,9 +122,9 @@ def start_server(args: argparse.Namespace) -> tuple[Any, Any, list[dict[str, Any
     from gnn.artifact import load_artifact
     from gnn.train import DAY, TrainConfig, load_history, stream_end, train
     from services.api.app import create_app
+    from services.api.runner import ApiThread
     from services.audit import FileAuditSink
-    from services.container import build_container
-    from services.demo import _ApiThread
+    from services.container import build_container, freeze_heap
     from services.settings import Settings
 
     stream = ensure_stream(args.stream, Path("runs/bench/stream"))
@@ -174,12 +173,8 @@ def start_server(args: argparse.Namespace) -> tuple[Any, Any, list[dict[str, Any
         audit=FileAuditSink(work / "audit.log"),
         dead_letters=FileEventSink(work / "dead-letters.jsonl"),
     )
-    # The stores hold ~1.5 M Python objects; a full cyclic-GC pass over them takes seconds
-    # and stalls every request. They live as long as the process: take them out of the GC's
-    # view (the same belongs in any long-running server that loads history at start-up).
-    gc.collect()
-    gc.freeze()
-    return _ApiThread(create_app(container)), container, payments, desc
+    freeze_heap()
+    return ApiThread(create_app(container)), container, payments, desc
 
 
 class Bodies:

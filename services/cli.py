@@ -67,6 +67,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         days=args.days,
         epochs=args.epochs,
         max_api_payments=args.max_api_payments,
+        concurrency=args.concurrency,
     )
     summary = run_demo(cfg, progress=not args.quiet)
     if args.out:
@@ -192,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="cap the payments replayed through the API (default: all)",
+    )
+    d.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="payments in flight over HTTP; payments sharing an account, card, device or IP "
+        "are never in flight together (default: 8)",
     )
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_cmd_demo)

@@ -7,26 +7,22 @@ later window through the API over HTTP → summary table (and JSON).
 from __future__ import annotations
 
 import csv
-import socket
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
-import uvicorn
 from pydantic import BaseModel, ConfigDict
-from tqdm import tqdm
 
-from feature_stream.event_io import FileEventSink, FileEventSource
-from feature_stream.events import InvalidEvent, parse_event
+from feature_stream.event_io import FileEventSink
 from gnn.metrics import summary
 from gnn.train import DAY, TrainConfig, load_history, stream_end, train
 from services.api.app import create_app
+from services.api.runner import ApiThread
 from services.audit import FileAuditSink
 from services.container import build_container, freeze_heap
+from services.replay import ReplayConfig, replay_in_subprocess
 from services.settings import Settings
 
 
@@ -40,38 +36,7 @@ class DemoConfig(BaseModel):
     epochs: int = 12
     holdout_days: float = 7.0
     max_api_payments: int | None = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _ApiThread:
-    """Runs uvicorn in a background thread and stops it cleanly."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = _free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the API did not start")
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+    concurrency: int = 8
 
 
 def _ground_truth(stream: Path) -> dict[str, tuple[int, str]]:
@@ -84,63 +49,6 @@ def _ground_truth(stream: Path) -> dict[str, tuple[int, str]]:
 
 def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
-
-
-def replay_over_http(
-    base_url: str,
-    api_key: str,
-    stream: Path,
-    since: float,
-    progress: bool,
-    max_payments: int | None = None,
-) -> list[dict[str, Any]]:
-    """Send every event at or after ``since`` to the API in event-time order: payments to
-    ``/v1/score`` one by one, other events batched to ``/v1/events`` between payments."""
-    results: list[dict[str, Any]] = []
-    pending: list[dict[str, Any]] = []
-    headers = {"Authorization": f"Bearer {api_key}"}
-    with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client:
-
-        def flush() -> None:
-            if pending:
-                r = client.post("/v1/events", json=pending)
-                r.raise_for_status()
-                pending.clear()
-
-        bar = tqdm(desc="score over HTTP", unit="tx", disable=not progress, total=max_payments)
-        for rec in FileEventSource(stream):
-            v = rec.value
-            try:
-                ev = parse_event(v)
-            except InvalidEvent:
-                pending.append(v if isinstance(v, dict) else {"raw": v})
-                continue
-            if ev.event_time.timestamp() < since:
-                continue
-            if ev.type != "payment":
-                pending.append(v)
-                if len(pending) >= 256:
-                    flush()
-                continue
-            flush()
-            body = {
-                "transaction_id": v["event_id"],
-                **{k: v[k] for k in v if k not in ("event_id", "type", "schema_version")},
-            }
-            t0 = time.perf_counter()
-            r = client.post("/v1/score", json=body)
-            rtt = (time.perf_counter() - t0) * 1e3
-            if r.status_code != 200:
-                raise RuntimeError(f"/v1/score answered {r.status_code}: {r.text}")
-            out = r.json()
-            out["rtt_ms"] = rtt
-            results.append(out)
-            bar.update(1)
-            if max_payments is not None and len(results) >= max_payments:
-                break
-        flush()
-        bar.close()
-    return results
 
 
 def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
@@ -191,10 +99,18 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     )
     freeze_heap()
     t2 = time.perf_counter()
-    with _ApiThread(create_app(container)) as url:
+    with ApiThread(create_app(container)) as url:
         assert settings.dev_api_key is not None  # the demo runs as the development client
-        results = replay_over_http(
-            url, settings.dev_api_key, stream, fit, progress, cfg.max_api_payments
+        results = replay_in_subprocess(
+            ReplayConfig(
+                base_url=url,
+                api_key=settings.dev_api_key,
+                stream=stream,
+                since=fit,
+                concurrency=cfg.concurrency,
+                max_payments=cfg.max_api_payments,
+                progress=progress,
+            )
         )
     t_api = time.perf_counter() - t2
     container.close()
@@ -232,6 +148,11 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
             "server_mean": statistics.fmean(server_ms) if server_ms else None,
         },
         "api_seconds": round(t_api, 1),
+        "api_replay": {
+            "concurrency": cfg.concurrency,
+            "payments_per_s": round(len(results) / t_api, 1) if t_api else None,
+            "retries_after_429": sum(r["client_retries"] for r in results),
+        },
         "validation": train_metrics["val"],
         "audit_log": str(work / "audit.log"),
         "total_seconds": round(time.perf_counter() - t0, 1),
@@ -260,6 +181,10 @@ def format_summary(s: dict[str, Any]) -> str:
         (
             "API latency p50 / p99 (server, ms)",
             f"{lat['server_p50']:.2f} / {lat['server_p99']:.2f}",
+        ),
+        (
+            "API replay (payments/s, in flight)",
+            f"{s['api_replay']['payments_per_s']} ({s['api_replay']['concurrency']})",
         ),
         ("served by", ", ".join(f"{k}: {v}" for k, v in s["served_by"].items())),
         ("model version", s["model_version"]),

@@ -277,9 +277,10 @@ class ScoringService:
             scored, stage_ms = self.engine.infer([jobs[i].payment for i, _ in group], rung)
             self.costs.observe(rung, len(group), (time.perf_counter() - t0) * 1e3)
             t1 = time.perf_counter()
-            for (i, gate), s in zip(group, scored, strict=True):
+            shadows = self._shadow_scores(scored)
+            for (i, gate), s, shadow in zip(group, scored, shadows, strict=True):
                 jobs[i].lat.update(stage_ms)
-                resolve(i, self._finish(jobs[i], s, gate, batch_size))
+                resolve(i, self._finish(jobs[i], s, gate, batch_size, shadow))
             self.costs.observe_tail((time.perf_counter() - t1) * 1e3 / len(group))
         self.costs.decay_unused(groups)
         return deferred
@@ -295,16 +296,24 @@ class ScoringService:
             },
         }
 
+    def _shadow_scores(self, scored: Sequence[Scored]) -> list[dict[str, float] | None]:
+        """The baseline's score beside each served one (one batched call), when enabled."""
+        if not self.shadow_baseline or not scored:
+            return [None] * len(scored)
+        rows = [list(s.features.values()) for s in scored]
+        return [{"baseline": float(b)} for b in self.engine.bundle.baseline.predict(rows)]
+
     def _finish(
-        self, job: ScoreJob, s: Scored, gate: GateResult, batch_size: int
+        self,
+        job: ScoreJob,
+        s: Scored,
+        gate: GateResult,
+        batch_size: int,
+        shadow: dict[str, float] | None,
     ) -> ScoreOutcome | Exception:
         """Decision policy → ingest → audit for one scored request."""
         payment, lat = job.payment, job.lat
         tenant, caller = job.principal.tenant, job.principal.id
-        shadow = None
-        if self.shadow_baseline:
-            base = self.engine.bundle.baseline.predict([list(s.features.values())])
-            shadow = {"baseline": float(base[0])}
         t1 = time.perf_counter()
         try:
             decision = self.policy.decide(

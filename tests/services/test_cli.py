@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
         "--days",
         "--epochs",
         "--max-api-payments",
+        "--concurrency",
         "--quiet",
     ),
     ("audit",): ("verify",),
