@@ -317,15 +317,7 @@ class ScoringService:
         t1 = time.perf_counter()
         try:
             decision = self.policy.decide(
-                {
-                    "tenant": tenant,
-                    "score": s.score,
-                    "amount": payment.amount,
-                    "currency": payment.currency,
-                    "features": s.features,
-                    "entities": _entities(payment),
-                    "model": {"version": self.engine.bundle.version, "served_by": s.served_by},
-                }
+                decision_input(payment, s, tenant, self.engine.bundle.version)
             )
         except PolicyUnavailable as exc:
             return exc  # fail closed: not answered, not ingested; the caller audits it
@@ -406,6 +398,21 @@ class ScoringService:
                 "error": error,
             }
         )
+
+
+def decision_input(
+    payment: Payment, scored: Scored, tenant: str, model_version: str
+) -> dict[str, Any]:
+    """The decision policy's input for a scored payment (the API and backtests share it)."""
+    return {
+        "tenant": tenant,
+        "score": scored.score,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "features": scored.features,
+        "entities": _entities(payment),
+        "model": {"version": model_version, "served_by": scored.served_by},
+    }
 
 
 def _entities(p: Payment) -> dict[str, str]:

@@ -10,7 +10,7 @@ from services.audit import FileAuditSink
 from services.cli import main
 
 SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
-    (): ("generate", "train", "serve", "demo", "audit", "--verbose"),
+    (): ("generate", "train", "serve", "demo", "backtest", "audit", "--verbose"),
     ("generate",): ("--out", "--seed", "--accounts", "--days", "--invalid-rate", "--quiet"),
     ("train",): ("--stream", "--out", "--epochs", "--seed", "--holdout-days", "--quiet"),
     ("serve",): ("--model", "--history", "--host", "--port"),
@@ -23,6 +23,18 @@ SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
         "--epochs",
         "--max-api-payments",
         "--concurrency",
+        "--quiet",
+    ),
+    ("backtest",): (
+        "--stream",
+        "--model",
+        "--out",
+        "--since",
+        "--last-days",
+        "--until",
+        "--label-delay-days",
+        "--k",
+        "--seed",
         "--quiet",
     ),
     ("audit",): ("verify",),
