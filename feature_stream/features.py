@@ -14,13 +14,13 @@ fraud labels by their *label time*, so a chargeback that arrives after ``t`` can
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from feature_stream.events import DeviceEvent, LabelEvent, Payment, SocialEvent
 from feature_stream.feature_store import FeatureStore, Observation
 from feature_stream.graph_schema import CHANNELS
-from feature_stream.graph_store import TxnRecord
+from feature_stream.graph_store import StoredLabel, TxnRecord
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 
@@ -75,9 +75,13 @@ class FeatureVector:
 def observations_for(
     event: Payment | DeviceEvent | SocialEvent | LabelEvent,
     lookup_txn: Callable[[str], TxnRecord | None],
+    earlier_labels: Sequence[StoredLabel] = (),
 ) -> list[Observation]:
     """The observations an event contributes. Labels need the labelled payment's entities,
-    found with ``lookup_txn``; a label for an unknown payment contributes nothing.
+    found with ``lookup_txn``; a label for a payment not stored yet contributes nothing then,
+    and its fraud observations come with the payment instead: pass a payment the labels
+    already stored for it as ``earlier_labels`` (each observation carries the label's own
+    time and event id, so whichever comes second writes nothing new).
     """
     eid = event.event_id
     ts = event.event_time.timestamp()
@@ -91,6 +95,9 @@ def observations_for(
         ]
         if event.device_id is not None:
             obs.append(Observation(f"dev:{event.device_id}", ts, amt, a, eid))
+        for lab in earlier_labels:
+            if lab.is_fraud:
+                obs += _fraud_observations(_record(event), lab.ts, lab.event_id)
         return obs + _seen_on(a, event.device_id, event.ip, ts, eid)
     if isinstance(event, DeviceEvent):
         return _seen_on(event.account_id, event.device_id, event.ip, ts, eid)
@@ -108,17 +115,36 @@ def observations_for(
         rec = lookup_txn(event.transaction_id)
         if rec is None:
             return []
-        keys = [
-            f"fraud:card:{rec.card_id}",
-            f"fraud:acct:{rec.account_id}",
-            f"fraud:merch:{rec.merchant_id}",
-        ]
-        if rec.device_id is not None:
-            keys.append(f"fraud:dev:{rec.device_id}")
-        if rec.ip is not None:
-            keys.append(f"fraud:ip:{rec.ip}")
-        return [Observation(k, ts, 1.0, rec.transaction_id, eid) for k in keys]
+        return _fraud_observations(rec, ts, eid)
     raise TypeError(f"not an event: {type(event).__name__}")
+
+
+def _record(p: Payment) -> TxnRecord:
+    return TxnRecord(
+        p.event_id,
+        p.event_time.timestamp(),
+        p.account_id,
+        p.card_id,
+        p.merchant_id,
+        p.device_id,
+        p.ip,
+        p.amount,
+        p.channel,
+    )
+
+
+def _fraud_observations(rec: TxnRecord, ts: float, label_id: str) -> list[Observation]:
+    """A fraud label known from ``ts`` on, on every entity of the labelled payment."""
+    keys = [
+        f"fraud:card:{rec.card_id}",
+        f"fraud:acct:{rec.account_id}",
+        f"fraud:merch:{rec.merchant_id}",
+    ]
+    if rec.device_id is not None:
+        keys.append(f"fraud:dev:{rec.device_id}")
+    if rec.ip is not None:
+        keys.append(f"fraud:ip:{rec.ip}")
+    return [Observation(k, ts, 1.0, rec.transaction_id, label_id) for k in keys]
 
 
 def _seen_on(

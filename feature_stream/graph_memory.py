@@ -32,6 +32,7 @@ from feature_stream.graph_store import (
     LABEL_LEGIT,
     LABEL_UNKNOWN,
     GraphStore,
+    StoredLabel,
     Subgraph,
     TxnRecord,
 )
@@ -90,7 +91,7 @@ class InMemoryGraphStore(GraphStore):
         self._adj: dict[NodeKey, _Adjacency] = {}
         self._txns: dict[str, TxnRecord] = {}
         # transaction id → (label time, label); the latest label wins
-        self._labels: dict[str, list[tuple[float, int]]] = {}
+        self._labels: dict[str, list[tuple[float, int, str]]] = {}  # (time, label, event id)
         self._seen_edges: set[str] = set()  # event ids already fused (idempotency)
         self._half_edges = 0  # stored adjacency entries; an edge has one at each end
         self._now = -math.inf
@@ -172,11 +173,19 @@ class InMemoryGraphStore(GraphStore):
             return
         ts = e.event_time.timestamp()
         hist = self._labels.setdefault(e.transaction_id, [])
-        bisect.insort(hist, (ts, LABEL_FRAUD if e.is_fraud else LABEL_LEGIT))
+        bisect.insort(hist, (ts, LABEL_FRAUD if e.is_fraud else LABEL_LEGIT, e.event_id))
 
     # -- reads ----------------------------------------------------------------------------------
     def _transaction(self, transaction_id: str) -> TxnRecord | None:
         return self._txns.get(transaction_id)
+
+    def _labels_for(self, transaction_ids: list[str]) -> dict[str, list[StoredLabel]]:
+        out = {}
+        for tid in transaction_ids:
+            hist = self._labels.get(tid)
+            if hist:
+                out[tid] = [StoredLabel(eid, ts, lab == LABEL_FRAUD) for ts, lab, eid in hist]
+        return out
 
     def _label_with_time(self, transaction_id: str, as_of: float) -> tuple[int, float]:
         hist = self._labels.get(transaction_id)
@@ -185,7 +194,7 @@ class InMemoryGraphStore(GraphStore):
         i = bisect.bisect_left(hist, (as_of, -2))  # labels strictly before as_of
         if i == 0:
             return LABEL_UNKNOWN, -math.inf
-        ts, label = hist[i - 1]
+        ts, label, _ = hist[i - 1]
         return label, ts
 
     def _label(self, transaction_id: str, as_of: float) -> int:

@@ -60,6 +60,7 @@ from feature_stream.graph_store import (
     LABEL_LEGIT,
     LABEL_UNKNOWN,
     GraphStore,
+    StoredLabel,
     Subgraph,
     TxnRecord,
 )
@@ -275,6 +276,15 @@ class Neo4jGraphStore(GraphStore):
             float(r["amount"]),
             r["channel"],
         )
+
+    def _labels_for(self, transaction_ids: list[str]) -> dict[str, list[StoredLabel]]:
+        out: dict[str, list[StoredLabel]] = {}
+        if not transaction_ids:
+            return out
+        for r in self._read(cy.Q_LABELS_FOR, ids=transaction_ids):
+            label = StoredLabel(r["eid"], float(r["ts"]), int(r["value"]) == LABEL_FRAUD)
+            out.setdefault(r["id"], []).append(label)
+        return out
 
     def _label(self, transaction_id: str, as_of: float) -> int:
         rows = self._read(cy.Q_LABEL, id=transaction_id, t=as_of)

@@ -241,6 +241,12 @@ RETURN t.ts AS ts, t.account AS account, t.card AS card, t.merchant AS merchant,
   t.device AS device, t.ip AS ip, t.amount AS amount, t.channel AS channel
 """
 
+Q_LABELS_FOR = """
+UNWIND $ids AS id
+MATCH (l:FraudLabel) WHERE l.ns = $ns AND l.txn = id
+RETURN id, l.eid AS eid, l.ts AS ts, l.value AS value ORDER BY id, l.ts, l.eid
+"""
+
 Q_LABEL = """
 MATCH (l:FraudLabel) WHERE l.ns = $ns AND l.txn = $id AND l.ts < $t
 RETURN l.value AS value ORDER BY l.ts DESC, l.value DESC LIMIT 1

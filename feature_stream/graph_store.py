@@ -21,6 +21,7 @@ import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from feature_stream.events import DeviceEvent, LabelEvent, Payment, SocialEvent
 
@@ -82,6 +83,14 @@ class Subgraph:
         return len(self.src)
 
 
+class StoredLabel(NamedTuple):
+    """A label event as the graph keeps it: its id, its time and whether it says fraud."""
+
+    event_id: str
+    ts: float
+    is_fraud: bool
+
+
 class GraphStore(abc.ABC):
     """Port for the fused payment/device/social graph.
 
@@ -124,6 +133,12 @@ class GraphStore(abc.ABC):
         """The label of a payment as known strictly before ``as_of`` (``LABEL_*``)."""
         return self._label(transaction_id, as_of)
 
+    def labels_for(self, transaction_ids: Sequence[str]) -> dict[str, list[StoredLabel]]:
+        """Every label stored for each payment id, oldest first; ids without labels are left
+        out. A label may be stored before its payment is (a backlog released out of order):
+        the payment's arrival uses this to catch up on what the label contributes."""
+        return self._labels_for(list(dict.fromkeys(transaction_ids)))
+
     def evict_before(self, ts: float) -> int:
         """Drop edges and payments older than ``ts``; returns the number of edges dropped."""
         return self._evict_before(ts)
@@ -147,6 +162,8 @@ class GraphStore(abc.ABC):
     def _sample(self, queries: Sequence[Payment], fanouts: tuple[int, ...]) -> list[Subgraph]: ...
     @abc.abstractmethod
     def _transaction(self, transaction_id: str) -> TxnRecord | None: ...
+    @abc.abstractmethod
+    def _labels_for(self, transaction_ids: list[str]) -> dict[str, list[StoredLabel]]: ...
     @abc.abstractmethod
     def _label(self, transaction_id: str, as_of: float) -> int: ...
     @abc.abstractmethod

@@ -95,7 +95,12 @@ class Ingestor:
         """
         # Graph first: a label's observations need the labelled payment from the graph.
         self.graph.add(event)
-        self.features.add(observations_for(event, self.graph.transaction))
+        earlier = (
+            self.graph.labels_for([event.event_id]).get(event.event_id, [])
+            if isinstance(event, Payment)
+            else []
+        )
+        self.features.add(observations_for(event, self.graph.transaction, earlier))
         if not self.features.mark_seen(event.event_id):
             self.stats.duplicates += 1
             return False

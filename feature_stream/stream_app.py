@@ -177,7 +177,8 @@ def apply_batch(
     ``obs_id``), then the seen-marks. A crash or an exception anywhere leaves the marks unset,
     so re-running the same batch writes whatever is missing and nothing twice. (Marking first,
     as :meth:`Ingestor.apply` does in-process, would skip a replayed event whose writes never
-    happened.) Labels find their payment in this batch or in the graph.
+    happened.) Labels find their payment in this batch or in the graph; a payment finds the
+    labels stored before it (one graph read per batch).
     """
     if not events:
         return 0, 0
@@ -187,7 +188,10 @@ def apply_batch(
     def lookup(tid: str) -> TxnRecord | None:
         return in_batch.get(tid) or graph.transaction(tid)
 
-    observations = [o for e in events for o in observations_for(e, lookup)]
+    stored = graph.labels_for([e.event_id for e in events if e.type == "payment"])
+    observations = [
+        o for e in events for o in observations_for(e, lookup, stored.get(e.event_id, ()))
+    ]
     if observations:
         features.add(observations)
     new = sum(features.mark_seen(e.event_id) for e in events)

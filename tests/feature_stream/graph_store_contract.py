@@ -36,6 +36,7 @@ from feature_stream.graph_store import (
     LABEL_LEGIT,
     LABEL_UNKNOWN,
     GraphStore,
+    StoredLabel,
     Subgraph,
     TxnRecord,
 )
@@ -287,6 +288,20 @@ class GraphStoreContract:
         assert store.label("p", ts(200)) == LABEL_FRAUD
         assert store.label("p", ts(201)) == LABEL_LEGIT
         assert store.label("unknown", ts(500)) == LABEL_UNKNOWN
+
+    def test_labels_are_handed_back_even_before_their_payment(self, store: GraphStore) -> None:
+        p, q = payment("p", 10), payment("q", 20)
+        store.add_many([label("l2", 200, txn=p, fraud=False), label("l1", 100, txn=p)])
+        store.add(label("l3", 50, txn=q))
+        assert store.transaction("p") is None  # the payment has not arrived yet
+        want_p = [StoredLabel("l1", ts(100), True), StoredLabel("l2", ts(200), False)]
+        assert store.labels_for(["p", "q", "none", "p"]) == {
+            "p": want_p,
+            "q": [StoredLabel("l3", ts(50), True)],
+        }
+        store.add_many([p, label("l1", 100, txn=p)])  # payment arrives; a replayed label
+        assert store.labels_for(["p"]) == {"p": want_p}
+        assert store.labels_for([]) == {}
 
     def test_insertion_order_does_not_change_the_sample(self, store: GraphStore) -> None:
         events: list[AnyEvent] = [

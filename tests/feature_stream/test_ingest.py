@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from feature_stream.event_io import InMemoryEventSink, InMemoryEventSource, RawRecord
 from feature_stream.events import TOPICS, Payment, to_record
 from feature_stream.feature_memory import InMemoryFeatureStore
-from feature_stream.features import compute_features
+from feature_stream.features import FEATURE_NAMES, compute_features
 from feature_stream.graph_memory import InMemoryGraphStore
 from feature_stream.ingest import Ingestor
 from tests.factories import label, login, payment
@@ -168,3 +168,13 @@ def test_a_failed_sink_write_is_not_marked_seen_so_the_replay_writes_it() -> Non
     assert graph.transaction("p1") is not None
     assert features.window("card:c", 0.0, 1e12).count == 1
     assert (ing.stats.accepted["payment"], ing.stats.duplicates) == (1, 1)
+
+
+def test_a_label_ingested_before_its_payment_reaches_the_features() -> None:
+    ing, _ = make_ingestor()
+    p = payment("p1", 10.0, card="c")
+    later = payment("p2", 200.0, card="c")
+    assert ing.apply(label("l1", 100.0, txn=p))
+    assert ing.apply(p)
+    risk = dict(zip(FEATURE_NAMES, compute_features(later, ing.features).values, strict=True))
+    assert risk["fraud_labels_card_30d"] > 0
