@@ -84,8 +84,14 @@ class History:
     last_ts: float
 
 
-def load_history(stream_dir: Path, until: float | None = None, progress: bool = True) -> History:
-    """Replay a stream directory into fresh in-memory stores, stopping at event time ``until``."""
+def load_history(
+    stream_dir: Path,
+    until: float | None = None,
+    progress: bool = True,
+    since: float | None = None,
+) -> History:
+    """Replay a stream directory into fresh in-memory stores: events with
+    ``since <= event time < until`` (either bound optional)."""
     graph, feats, dead = InMemoryGraphStore(), InMemoryFeatureStore(), InMemoryEventSink()
     ing = Ingestor(graph, feats, dead)
     payments: list[Payment] = []
@@ -98,7 +104,7 @@ def load_history(stream_dir: Path, until: float | None = None, progress: bool = 
         if event is None:
             continue
         ts = event.event_time.timestamp()
-        if until is not None and ts >= until:
+        if (until is not None and ts >= until) or (since is not None and ts < since):
             continue
         if ing.apply(event) and isinstance(event, Payment):
             payments.append(event)

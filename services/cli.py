@@ -1,5 +1,5 @@
-"""``riskgraph`` command line: generate, train, serve, demo, backtest, audit, keys, produce,
-stream."""
+"""``riskgraph`` command line: generate, train, serve, demo, convert, backtest, audit, keys,
+produce, stream."""
 
 from __future__ import annotations
 
@@ -140,6 +140,23 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return run_worker(StreamConfig(**overrides))
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from feature_stream.tabular import PRESETS, ColumnMapping, convert_table
+
+    if (args.preset is None) == (args.mapping is None):
+        raise SystemExit("riskgraph convert: give exactly one of --preset and --mapping")
+    mapping = (
+        PRESETS[args.preset]
+        if args.preset
+        else ColumnMapping.model_validate_json(Path(args.mapping).read_text())
+    )
+    manifest = convert_table(
+        Path(args.input), mapping, Path(args.out), args.label_delay_days, not args.quiet
+    )
+    print(json.dumps({k: v for k, v in manifest.items() if k != "mapping"}, indent=2))
+    return 0
+
+
 def _cmd_backtest(args: argparse.Namespace) -> int:
     import math
 
@@ -265,6 +282,27 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--instance-id", default=None, help="static group membership id")
     st.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics")
     st.set_defaults(func=_cmd_stream)
+
+    c = sub.add_parser(
+        "convert",
+        help="turn a CSV of transactions (your own data) into a stream directory",
+        description="Columns are named by a preset or a JSON column mapping (fields of "
+        "feature_stream.tabular.ColumnMapping: timestamp, transaction_id, account, card, "
+        "merchant, amount, and optionally device, ip, label, label_time, scenario). Rows that "
+        "fail validation go to rejected.jsonl with the field at fault.",
+    )
+    c.add_argument("--input", required=True, help="CSV file (.csv or .csv.gz)")
+    c.add_argument("--out", required=True, help="stream directory to write")
+    c.add_argument("--preset", choices=["handbook"], help="a known data set's columns")
+    c.add_argument("--mapping", help="JSON file with a column mapping")
+    c.add_argument(
+        "--label-delay-days",
+        type=float,
+        default=7.0,
+        help="label time when the table has no label-time column: payment time + this",
+    )
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=_cmd_convert)
 
     b = sub.add_parser(
         "backtest",

@@ -41,6 +41,7 @@ from feature_stream.graph_store import GraphStore
 from feature_stream.ingest import Ingestor
 from gnn.artifact import ModelBundle
 from gnn.engine import ScoringEngine
+from gnn.ladder import Rung
 from services.policy import PolicyEvaluator
 from services.scoring import decision_input
 
@@ -119,9 +120,14 @@ def run_backtest(
     graph: GraphStore | None = None,
     features: FeatureStore | None = None,
     progress: bool = True,
+    rungs: Mapping[str, Rung] | None = None,
 ) -> BacktestRun:
     """Replay ``records`` (in event-time order) and score ``[cfg.since, cfg.until)`` with every
-    model in ``models`` (the first is the champion). Stores default to fresh in-memory ones."""
+    model in ``models`` (the first is the champion).
+
+    Stores default to fresh in-memory ones; pass stores that already hold the history to
+    replay only what follows it. ``rungs`` picks a ladder rung per model name (default
+    ``"full"``: the GNN; ``"tree"`` scores the same artifact's tree baseline)."""
     if not models:
         raise ValueError("a backtest needs at least one model")
     graph = graph if graph is not None else InMemoryGraphStore()
@@ -150,7 +156,8 @@ def run_backtest(
     def score_window() -> None:
         release(chunk_end, inclusive=False)
         for i in range(0, len(window), cfg.batch_size):
-            out.extend(_score(window[i : i + cfg.batch_size], engines, policy, cfg.tenant))
+            batch = window[i : i + cfg.batch_size]
+            out.extend(_score(batch, engines, rungs or {}, policy, cfg.tenant))
         window.clear()
 
     for rec in records:
@@ -200,6 +207,7 @@ def run_backtest(
 def _score(
     batch: list[Payment],
     engines: Mapping[str, ScoringEngine],
+    rungs: Mapping[str, Rung],
     policy: PolicyEvaluator,
     tenant: str,
 ) -> list[ScoredPayment]:
@@ -210,7 +218,7 @@ def _score(
     ]  # fmt: skip
     for name, engine in engines.items():
         t0 = time.perf_counter()
-        scored, _ = engine.infer(batch, "full")
+        scored, _ = engine.infer(batch, rungs.get(name, "full"))
         per = (time.perf_counter() - t0) * 1e3 / len(batch)
         for row, p, s in zip(rows, batch, scored, strict=True):
             if s.max_time_used >= row.t:

@@ -10,7 +10,7 @@ from services.audit import FileAuditSink
 from services.cli import main
 
 SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
-    (): ("generate", "train", "serve", "demo", "backtest", "audit", "--verbose"),
+    (): ("generate", "train", "serve", "demo", "convert", "backtest", "audit", "--verbose"),
     ("generate",): ("--out", "--seed", "--accounts", "--days", "--invalid-rate", "--quiet"),
     ("train",): ("--stream", "--out", "--epochs", "--seed", "--holdout-days", "--quiet"),
     ("serve",): ("--model", "--history", "--host", "--port"),
@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
         "--concurrency",
         "--quiet",
     ),
+    ("convert",): ("--input", "--out", "--preset", "--mapping", "--label-delay-days", "--quiet"),
     ("backtest",): (
         "--stream",
         "--model",
