@@ -55,10 +55,28 @@ FEATURE_NAMES: tuple[str, ...] = (
     "fraud_labels_device_30d",
     "fraud_labels_ip_30d",
     "fraud_labels_merchant_30d",
+    "card_count_7d",
+    "card_count_30d",
+    "card_mean_amount_7d_log",
+    "card_mean_amount_30d_log",
+    "amount_to_card_mean_7d",
+    "merchant_count_1d_settled_log",
+    "merchant_count_7d_settled_log",
+    "merchant_count_30d_settled_log",
+    "merchant_fraud_rate_1d",
+    "merchant_fraud_rate_7d",
+    "merchant_fraud_rate_30d",
 )
 """Feature schema, in vector order. Versioned with the model artifact."""
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2
+
+SETTLE_DAYS = 7.0
+"""Days after which most of a payment's fraud labels have arrived. A merchant's fraud rate
+over ``w`` days divides the fraud labels that *arrived* in ``[t - w, t)`` by its payments in
+``[t - w - SETTLE_DAYS, t - SETTLE_DAYS)``, the payments those labels are mostly about. Only
+labels known before ``t`` are counted, whatever the real delay, so it stays point in time;
+when labels come later than this the rate is merely an underestimate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +110,7 @@ def observations_for(
             Observation(f"acct:{a}", ts, amt, m, eid),
             Observation(f"card_merch:{c}", ts, 0.0, m, eid),
             Observation("merchants", ts, 0.0, m, eid),
+            Observation(f"merch:{m}", ts, amt, c, eid),
         ]
         if event.device_id is not None:
             obs.append(Observation(f"dev:{event.device_id}", ts, amt, a, eid))
@@ -179,6 +198,13 @@ def compute_features(p: Payment, store: FeatureStore) -> FeatureVector:
             latest = s.latest
         return s.count, s.total
 
+    def span(key: str, lo: float, hi: float) -> tuple[int, float]:
+        nonlocal latest
+        s = store.window(key, lo, hi)
+        if s.latest > latest:
+            latest = s.latest
+        return s.count, s.total
+
     def distinct(key: str, w: float) -> int:
         nonlocal latest
         n, last = store.distinct(key, t - w, t)
@@ -255,4 +281,22 @@ def compute_features(p: Payment, store: FeatureStore) -> FeatureVector:
         win(f"fraud:ip:{ip}", 30 * DAY)[0] if ip is not None else 0.0,
         win(f"fraud:merch:{m}", 30 * DAY)[0],
     ]
+    card_7d, card_sum_7d = win(f"card:{c}", 7 * DAY)
+    card_30d, card_sum_30d = win(f"card:{c}", 30 * DAY)
+    mean_7d = card_sum_7d / card_7d if card_7d else p.amount
+    v += [
+        card_7d,
+        card_30d,
+        math.log1p(mean_7d),
+        math.log1p(card_sum_30d / card_30d if card_30d else p.amount),
+        p.amount / max(mean_7d, 0.01),
+    ]
+    settled = t - SETTLE_DAYS * DAY
+    counts, rates = [], []
+    for days in (1, 7, 30):
+        n, _ = span(f"merch:{m}", settled - days * DAY, settled)
+        frauds, _ = win(f"fraud:merch:{m}", days * DAY)
+        counts.append(math.log1p(n))
+        rates.append(min(1.0, frauds / n) if n else 0.0)
+    v += counts + rates
     return FeatureVector(tuple(float(x) for x in v), latest)
