@@ -24,13 +24,19 @@ Window queries are one round trip each (a Lua script aggregates on the server).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
 
-from feature_stream.feature_store import FeatureStore, Observation, WindowStats
+from feature_stream.feature_store import (
+    FeatureStore,
+    FeatureStoreUnavailable,
+    Observation,
+    WindowStats,
+)
 
 # KEYS: obs zset, id set, first-seen zset. ARGV: obs_id, ts, zset member, member, ttl.
 _ADD = """
@@ -100,6 +106,15 @@ def _score(x: float) -> str:
     return repr(float(x))  # exact: Redis parses scores with strtod
 
 
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """Connection trouble becomes the port's :class:`FeatureStoreUnavailable`."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise FeatureStoreUnavailable(f"Redis unreachable: {exc}") from exc
+
+
 class RedisFeatureStore(FeatureStore):
     """Feature store in Redis (see the module docs for the key layout and guarantees).
 
@@ -109,19 +124,52 @@ class RedisFeatureStore(FeatureStore):
             independent (tests use a fresh one each).
         ttl_s: seconds a key lives after its last write; also how long :meth:`mark_seen`
             remembers an event id. Longer than the widest feature window (30 days).
+        socket_timeout_s: longest wait for the server on one call; an unreachable server
+            raises :class:`~feature_stream.feature_store.FeatureStoreUnavailable` this fast.
     """
 
-    def __init__(self, url: str, prefix: str = "rg:default:", ttl_s: int = 35 * 86400) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "rg:default:",
+        ttl_s: int = 35 * 86400,
+        socket_timeout_s: float = 0.5,
+    ) -> None:
         if not prefix:
             raise ValueError("prefix must be non-empty")
         if ttl_s < 1:
             raise ValueError("ttl_s must be >= 1 second")
         self.prefix = prefix
         self.ttl_s = int(ttl_s)
-        self._r = redis.Redis.from_url(url, decode_responses=True)
+        self._r = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+        )
         self._sha: dict[str, str] = {}
         self._scripts = {"add": _ADD, "window": _WINDOW, "distinct": _DISTINCT, "evict": _EVICT}
         self._load_scripts()
+
+    def add(self, observations: Sequence[Observation]) -> None:
+        with _reachable():
+            super().add(observations)
+
+    def window(self, key: str, start: float, end: float) -> WindowStats:
+        with _reachable():
+            return super().window(key, start, end)
+
+    def distinct(self, key: str, start: float, end: float) -> tuple[int, float]:
+        with _reachable():
+            return super().distinct(key, start, end)
+
+    def first_seen(self, key: str, member: str) -> float:
+        with _reachable():
+            return super().first_seen(key, member)
+
+    def mark_seen(self, event_id: str) -> bool:
+        with _reachable():
+            return super().mark_seen(event_id)
 
     def _load_scripts(self) -> None:
         for name, src in self._scripts.items():

@@ -42,6 +42,11 @@ class WindowStats:
     latest: float = -math.inf
 
 
+class FeatureStoreUnavailable(RuntimeError):
+    """The store cannot be reached (a server down or restarting). Callers on the scoring
+    path degrade instead of failing; writers keep what they could not write."""
+
+
 class FeatureStore(abc.ABC):
     """Port for online features. Public methods validate; ``_`` methods do the work."""
 

@@ -22,7 +22,8 @@ import torch
 from torch_geometric.nn import SAGEConv
 
 from feature_stream.events import Payment
-from feature_stream.feature_store import FeatureStore
+from feature_stream.feature_memory import InMemoryFeatureStore
+from feature_stream.feature_store import FeatureStore, FeatureStoreUnavailable
 from feature_stream.features import FeatureVector, compute_features
 from feature_stream.graph_schema import NODE_TYPES
 from feature_stream.graph_store import GraphStore, Subgraph
@@ -31,6 +32,8 @@ from gnn.ladder import SERVED_BY, Rung
 from gnn.model import TemporalHeteroGNN
 from gnn.reasons import reason_codes, rule_score
 from gnn.tensorize import EdgeType, GraphBatch, tensorize
+
+_NO_FEATURES = InMemoryFeatureStore()  # stays empty: what "nothing known yet" looks like
 
 ServedBy = str  # "gnn", "baseline" or "policy" (see gnn.ladder.SERVED_BY)
 
@@ -58,6 +61,7 @@ class Scored:
     max_time_used: float
     features: dict[str, float]
     rung: Rung = "full"
+    degraded: tuple[str, ...] = ()  # e.g. "features_unavailable": scored without online features
 
 
 def prepare(
@@ -431,13 +435,21 @@ class ScoringEngine:
 
         Returns the answers in input order and the batch's stage timings (ms): ``features``
         always; ``sampling`` and ``gnn`` on GNN rungs; ``fallback`` on the tree rung;
-        ``rules`` on the policy rung.
+        ``rules`` on the policy rung. If the feature store cannot be reached the batch is
+        scored with the features of entities never seen before and each answer says so in
+        ``degraded`` (the graph still informs the GNN rungs).
         """
         if not payments:
             return [], {}
         uses_graph = rung in ("full", "reduced", "cached")
         fanouts = {"full": self.bundle.fanouts, "reduced": self.reduced_fanouts}.get(rung, (1,))
-        prep = prepare(payments, self.graph, self.features, fanouts, with_subgraphs=uses_graph)
+        degraded: tuple[str, ...] = ()
+        try:
+            prep = prepare(payments, self.graph, self.features, fanouts, uses_graph)
+        except FeatureStoreUnavailable:
+            # Score on the graph alone: features as for entities never seen before, flagged.
+            prep = prepare(payments, self.graph, _NO_FEATURES, fanouts, uses_graph)
+            degraded = ("features_unavailable",)
         if rung == "cached":
             prep.subgraphs = [one_hop(g) for g in prep.subgraphs]
         rows = [list(f.values) for f in prep.features]
@@ -464,6 +476,7 @@ class ScoringEngine:
                     max_time_used=prep.max_time_used(i),
                     features=fd,
                     rung=rung,
+                    degraded=degraded,
                 )
             )
         return out, prep.timings_ms

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from feature_stream.events import Payment
+from feature_stream.feature_store import FeatureStoreUnavailable
 from feature_stream.ingest import Ingestor
 from gnn.batching import BatchInfo, MicroBatcher, QueueFull
 from gnn.engine import Scored, ScoringEngine
@@ -59,6 +60,7 @@ class ScoreOutcome:
     replayed: bool = False
     rung: str = "full"
     batch_size: int = 1
+    degraded: list[str] = field(default_factory=list)
 
 
 class GateDenied(Exception):
@@ -324,9 +326,23 @@ class ScoringService:
         finally:
             lat["decision_policy"] = (time.perf_counter() - t1) * 1e3
         reasons = list(dict.fromkeys(decision.reasons + s.reasons))
+        degraded = list(s.degraded)
         # Fuse the payment after scoring it: its own score never saw it.
         t2 = time.perf_counter()
-        self.ingestor.apply(payment)
+        try:
+            self.ingestor.apply(payment)
+        except FeatureStoreUnavailable as exc:
+            # The graph has it; its feature observations wait in dead letters for a replay.
+            self.ingestor.dead_letters.send(
+                {
+                    "topic": "payments",
+                    "field": "",
+                    "reason": f"scored, but its features were not recorded: {exc}",
+                    "value": payment.model_dump(mode="json"),
+                    "rejected_at": datetime.now(UTC).isoformat(),
+                }
+            )
+            degraded.append("features_not_recorded")
         lat["ingest"] = (time.perf_counter() - t2) * 1e3
         t3 = time.perf_counter()
         lat["total"] = (t3 - job.started_at) * 1e3
@@ -347,6 +363,7 @@ class ScoringService:
                 "action": decision.action,
                 "reasons": reasons,
                 "shadow_rules": decision.shadow,
+                "degraded": degraded,
                 "latency_ms": round(lat["total"], 3),
             }
         )
@@ -365,6 +382,7 @@ class ScoringService:
             decision.shadow,
             rung=s.rung,
             batch_size=batch_size,
+            degraded=degraded,
         )
         self.idempotency.put(caller, job.key, job.body_hash, dict(out.__dict__))
         return out

@@ -194,6 +194,8 @@ def create_app(container: Container) -> FastAPI:
         else:
             metrics.requests.labels("scored").inc()
             metrics.served.labels(out.rung, out.served_by, out.action).inc()
+            for reason in out.degraded:
+                metrics.degraded.labels(reason).inc()
             latency["auth"] = getattr(request.state, "auth_ms", 0.0)
             latency["http"] = (time.perf_counter() - t0) * 1e3
             for stage, ms in latency.items():
@@ -211,6 +213,7 @@ def create_app(container: Container) -> FastAPI:
             receipt=out.receipt,
             shadow_scores=out.shadow_scores,
             shadow_rules=out.shadow_rules,
+            degraded=out.degraded,
         )
 
     @app.post("/v1/events", response_model=EventsResponse, tags=["ingest"], responses=AUTH_ERRORS)

@@ -50,6 +50,12 @@ class ApiMetrics:
             "Score requests refused with 429 before any work was done",
             registry=self.registry,
         )
+        self.degraded = Counter(
+            "riskgraph_degraded",
+            "Scores answered in a degraded way, by what was missing",
+            ["reason"],
+            registry=self.registry,
+        )
         self.events = Counter(
             "riskgraph_events",
             "Events posted to /v1/events by result",

@@ -48,6 +48,11 @@ class ScoreResponse(BaseModel):
     receipt: dict[str, Any]
     shadow_scores: dict[str, float] | None = None
     shadow_rules: list[str] = []
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="What this answer had to do without: features_unavailable (scored "
+        "without online features), features_not_recorded (its features wait in dead letters)",
+    )
 
 
 class EventsResponse(BaseModel):

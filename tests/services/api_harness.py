@@ -62,11 +62,13 @@ class App:
 def make_app(
     tmp_path: Path, bundle: ModelBundle, policy: PolicyEvaluator | None = None, **settings: Any
 ) -> Iterator[App]:
+    # A generous default deadline: on a busy machine a first (cold) request can take longer
+    # than production's default, and only the ladder tests mean to push requests down it.
     s = Settings(
         audit_path=tmp_path / "audit.log",
         dead_letter_path=tmp_path / "dead.jsonl",
         device="cpu",
-        **settings,
+        **{"default_deadline_ms": 2_000.0, **settings},
     )
     container = build_container(
         s,
