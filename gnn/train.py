@@ -31,7 +31,7 @@ from tqdm import tqdm
 from feature_stream.event_io import FileEventSource, InMemoryEventSink
 from feature_stream.events import Payment
 from feature_stream.feature_memory import InMemoryFeatureStore
-from feature_stream.features import FEATURE_NAMES
+from feature_stream.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from feature_stream.graph_memory import InMemoryGraphStore
 from feature_stream.graph_store import LABEL_FRAUD
 from feature_stream.ingest import Ingestor, IngestStats
@@ -276,7 +276,8 @@ def train(
         "seconds": time.perf_counter() - t_start,
     }
     digest = hashlib.sha256(
-        json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode() + str(fit).encode()
+        json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+        + f"{fit}|features-v{FEATURE_SCHEMA_VERSION}".encode()
     ).hexdigest()[:8]
     version = f"gnn-{datetime.fromtimestamp(fit, UTC):%Y%m%d}-{digest}"
     manifest = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from feature_stream.events import DeviceEvent, LabelEvent, Payment, SocialEvent
+from feature_stream.generator import GeneratorConfig
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -83,3 +84,18 @@ def label(event_id: str, t: float, *, txn: Payment, fraud: bool = True) -> Label
         account_id=txn.account_id,
         is_fraud=fraud,
     )
+
+
+SMALL_STREAM = GeneratorConfig(
+    n_accounts=300,
+    n_merchants=60,
+    days=14,
+    rings=1,
+    takeover_waves=1,
+    card_testing_bursts=3,
+    mule_chains=1,
+    device_farm_episodes=2,
+    bust_out_merchants=1,
+    invalid_rate=0.01,
+)
+"""A two-week generated stream small enough for a test to replay end to end in seconds."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +14,12 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from feature_stream.event_io import FileEventSource
+from feature_stream.events import InvalidEvent, LabelEvent, Payment, parse_event
 from feature_stream.feature_memory import InMemoryFeatureStore
 from feature_stream.feature_store import WindowStats
 from feature_stream.features import FEATURE_NAMES
-from feature_stream.generator import GeneratorConfig, generate
+from feature_stream.generator import generate
+from feature_stream.ingest import AnyEvent
 from gnn.artifact import ModelBundle
 from gnn.evaluation import ground_truth
 from gnn.model import TemporalHeteroGNN
@@ -26,24 +28,13 @@ from services.backtest.metrics import card_precision_at_k, compute
 from services.backtest.report import write_report
 from services.backtest.run import BacktestConfig, LeakageError, ScoredPayment, run_backtest
 from services.policy_opa import WasmPolicy
-
-CONFIG = GeneratorConfig(
-    n_accounts=300,
-    n_merchants=60,
-    days=14,
-    rings=1,
-    takeover_waves=1,
-    card_testing_bursts=3,
-    mule_chains=1,
-    device_farm_episodes=2,
-    bust_out_merchants=1,
-)
+from tests.factories import SMALL_STREAM
 
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("stream")
-    generate(CONFIG, directory, progress=False)
+    generate(SMALL_STREAM, directory, progress=False)
     return directory
 
 
@@ -57,8 +48,13 @@ def challenger(bundle: ModelBundle) -> ModelBundle:
     )
 
 
-def _ts(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
+def _valid_events(stream: Path) -> Iterator[AnyEvent]:
+    """The stream's events that pass validation (the generator plants malformed ones)."""
+    for rec in FileEventSource(stream):
+        try:
+            yield parse_event(rec.value)
+        except InvalidEvent:
+            continue
 
 
 class LeakyFeatureStore(InMemoryFeatureStore):
@@ -95,12 +91,11 @@ def test_labels_wait_for_the_configured_delay(stream: Path, bundle: ModelBundle)
     )
     paid = {}
     own_time = {}
-    for rec in FileEventSource(stream):
-        v = rec.value
-        if v["type"] == "payment":
-            paid[v["event_id"]] = _ts(v["event_time"])
-        elif v["type"] == "label":
-            own_time[v["transaction_id"]] = _ts(v["event_time"])
+    for ev in _valid_events(stream):
+        if isinstance(ev, Payment):
+            paid[ev.event_id] = ev.event_time.timestamp()
+        elif isinstance(ev, LabelEvent):
+            own_time[ev.transaction_id] = ev.event_time.timestamp()
     assert run.labels
     for tx, (_, visible) in run.labels.items():
         expected = max(own_time[tx], paid.get(tx, -np.inf) + delay)
@@ -132,9 +127,9 @@ def test_report_headline_matches_an_independent_recomputation(
         rows = list(csv.DictReader(fh))
     # Every payment of the window is in the CSV exactly once, with its true label.
     expected = [
-        r.value["event_id"]
-        for r in FileEventSource(stream, topics=("payments",))
-        if _ts(r.value["event_time"]) >= since
+        ev.event_id
+        for ev in _valid_events(stream)
+        if isinstance(ev, Payment) and ev.event_time.timestamp() >= since
     ]
     assert sorted(r["transaction_id"] for r in rows) == sorted(expected)
     y = np.array([truth[r["transaction_id"]][0] for r in rows])

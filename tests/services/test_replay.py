@@ -12,7 +12,7 @@ import pytest
 from feature_stream.event_io import FileEventSource, InMemoryEventSink
 from feature_stream.events import InvalidEvent, Payment, parse_event
 from feature_stream.feature_memory import InMemoryFeatureStore
-from feature_stream.generator import GeneratorConfig, generate
+from feature_stream.generator import generate
 from feature_stream.graph_memory import InMemoryGraphStore
 from gnn.artifact import ModelBundle
 from gnn.train import DAY, stream_end
@@ -22,25 +22,13 @@ from services.audit import InMemoryAuditSink
 from services.container import build_container
 from services.replay import ReplayConfig, ReplayError, entity_keys, replay_over_http
 from services.settings import Settings
-
-CONFIG = GeneratorConfig(
-    n_accounts=300,
-    n_merchants=60,
-    days=14,
-    rings=1,
-    takeover_waves=1,
-    card_testing_bursts=3,
-    mule_chains=1,
-    device_farm_episodes=2,
-    bust_out_merchants=1,
-    invalid_rate=0.01,
-)
+from tests.factories import SMALL_STREAM
 
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("stream")
-    generate(CONFIG, directory, progress=False)
+    generate(SMALL_STREAM, directory, progress=False)
     return directory
 
 
