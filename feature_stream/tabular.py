@@ -211,9 +211,11 @@ def convert_table(
         "rejected": rejected,
         "files": {
             "payments.jsonl": {
+                "records": len(payments),
                 "first_event_time": _iso(payments[0][0]) if payments else None,
                 "last_event_time": _iso(payments[-1][0]) if payments else None,
-            }
+            },
+            "labels.jsonl": {"records": len(labels)},
         },
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,22 @@ def window_start(stream: Path, since: str | None, last_days: float | None) -> fl
     return stream_end(stream) - (7.0 if last_days is None else last_days) * DAY
 
 
+def stream_size(stream: Path) -> int | None:
+    """Records in a stream directory according to its manifest (``None`` if it has none)."""
+    path = Path(stream) / "manifest.json"
+    if not path.exists():
+        return None
+    files = json.loads(path.read_text()).get("files", {})
+    counts = [
+        (f.get("records"), f.get("malformed", 0))
+        for name, f in files.items()
+        if name.endswith(".jsonl")
+    ]
+    if not counts or not all(isinstance(r, int) and isinstance(m, int) for r, m in counts):
+        return None
+    return sum(r + m for r, m in counts)  # malformed lines are records too (dead letters)
+
+
 def backtest_stream(
     stream: Path,
     models: dict[str, Path],
@@ -56,7 +73,14 @@ def backtest_stream(
     policy = build_policy(Settings())
     cfg = BacktestConfig(since=since, until=until, label_delay_s=label_delay_days * DAY)
     try:
-        run = run_backtest(FileEventSource(stream), bundles, policy, cfg, progress=progress)
+        run = run_backtest(
+            FileEventSource(stream),
+            bundles,
+            policy,
+            cfg,
+            progress=progress,
+            total=stream_size(stream),
+        )
     finally:
         policy.close()
     truth_file = Path(stream) / "ground_truth.csv"

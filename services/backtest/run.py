@@ -121,13 +121,15 @@ def run_backtest(
     features: FeatureStore | None = None,
     progress: bool = True,
     rungs: Mapping[str, Rung] | None = None,
+    total: int | None = None,
 ) -> BacktestRun:
     """Replay ``records`` (in event-time order) and score ``[cfg.since, cfg.until)`` with every
     model in ``models`` (the first is the champion).
 
     Stores default to fresh in-memory ones; pass stores that already hold the history to
     replay only what follows it. ``rungs`` picks a ladder rung per model name (default
-    ``"full"``: the GNN; ``"tree"`` scores the same artifact's tree baseline)."""
+    ``"full"``: the GNN; ``"tree"`` scores the same artifact's tree baseline). ``total``, the
+    number of records if known, gives the progress bar an ETA."""
     if not models:
         raise ValueError("a backtest needs at least one model")
     graph = graph if graph is not None else InMemoryGraphStore()
@@ -147,7 +149,7 @@ def run_backtest(
     chunk_end = -math.inf
     events = 0
     start = time.perf_counter()
-    bar = tqdm(desc="backtest", unit="ev", disable=not progress, mininterval=0.5)
+    bar = tqdm(desc="backtest", unit="ev", total=total, disable=not progress, mininterval=0.5)
 
     def release(until: float, inclusive: bool) -> None:
         while delayed and (delayed[0][0] <= until if inclusive else delayed[0][0] < until):

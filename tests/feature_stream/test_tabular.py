@@ -46,6 +46,10 @@ def test_handbook_rows_become_time_ordered_payments_and_delayed_labels(tmp_path:
     src = _write(tmp_path / "tx.csv.gz", ROWS)
     manifest = convert_table(src, HANDBOOK, tmp_path / "out", label_delay_days=7, progress=False)
     assert (manifest["payments"], manifest["labels"], manifest["rejected"]) == (3, 2, 2)
+    assert {n: f["records"] for n, f in manifest["files"].items()} == {
+        "payments.jsonl": 3,
+        "labels.jsonl": 2,
+    }
 
     events = [parse_event(r.value) for r in FileEventSource(tmp_path / "out")]
     payments = [e for e in events if isinstance(e, Payment)]

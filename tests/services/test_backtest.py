@@ -24,6 +24,7 @@ from gnn.artifact import ModelBundle
 from gnn.evaluation import ground_truth
 from gnn.model import TemporalHeteroGNN
 from gnn.train import DAY, stream_end
+from services.backtest.command import stream_size
 from services.backtest.metrics import card_precision_at_k, compute
 from services.backtest.report import write_report
 from services.backtest.run import BacktestConfig, LeakageError, ScoredPayment, run_backtest
@@ -170,3 +171,7 @@ def test_card_precision_counts_cards_once_a_day_and_drops_known_ones() -> None:
     days = card_precision_at_k(payments, y, "m", k=2, known={"c5"})
     assert [d["cp_at_k"] for d in days] == [0.5, 0.5]
     assert [d["cards"] for d in days] == [3, 1]
+
+
+def test_the_manifest_sizes_the_progress_bar(stream: Path) -> None:
+    assert stream_size(stream) == sum(1 for _ in FileEventSource(stream))
