@@ -117,15 +117,13 @@ async def _open_loop(
 def start_server(args: argparse.Namespace) -> tuple[Any, Any, list[dict[str, Any]], str]:
     """Stores, model, container and uvicorn thread; returns (thread ctx, container, payment
     bodies of the held-out window, model description)."""
-    from feature_stream.event_io import FileEventSink, FileEventSource
+    from feature_stream.event_io import FileEventSource
     from feature_stream.events import Payment, parse_event
     from gnn.artifact import load_artifact
     from gnn.train import DAY, TrainConfig, load_history, stream_end, train
     from services.api.app import create_app
     from services.api.runner import ApiThread
-    from services.audit import FileAuditSink
-    from services.container import build_container, freeze_heap
-    from services.settings import Settings
+    from services.container import build_run_container
 
     stream = ensure_stream(args.stream, Path("runs/bench/stream"))
     fit = stream_end(stream) - args.holdout_days * DAY
@@ -152,28 +150,17 @@ def start_server(args: argparse.Namespace) -> tuple[Any, Any, list[dict[str, Any
         if isinstance(ev, Payment) and ev.event_time.timestamp() >= fit:
             payments.append(rec.value)
     payments.sort(key=lambda v: v["event_time"])
-    work = Path("runs/bench/load")
-    work.mkdir(parents=True, exist_ok=True)
-    for old in ("audit.log", "audit.log.head", "dead-letters.jsonl"):
-        (work / old).unlink(missing_ok=True)
-    settings = Settings(
-        audit_path=work / "audit.log",
-        dead_letter_path=work / "dead-letters.jsonl",
+    container = build_run_container(
+        Path("runs/bench/load"),
+        bundle,
+        hist.graph,
+        hist.features,
         batch_max_size=args.batch,
         batch_max_wait_ms=args.tau_ms,
         queue_capacity=args.queue,
         torch_threads=args.threads,
         device=args.device,
     )
-    container = build_container(
-        settings,
-        bundle=bundle,
-        graph=hist.graph,
-        features=hist.features,
-        audit=FileAuditSink(work / "audit.log"),
-        dead_letters=FileEventSink(work / "dead-letters.jsonl"),
-    )
-    freeze_heap()
     return ApiThread(create_app(container)), container, payments, desc
 
 

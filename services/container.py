@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -14,7 +16,7 @@ from feature_stream.graph_store import GraphStore
 from feature_stream.ingest import Ingestor
 from gnn.artifact import ModelBundle, load_artifact
 from gnn.engine import ScoringEngine
-from services.audit import AuditSink, FileAuditSink
+from services.audit import AuditSink, FileAuditSink, head_path
 from services.auth import ApiKeyRegistry, Authenticator, dev_client_entry
 from services.idempotency import IdempotencyCache
 from services.policy import PolicyEvaluator
@@ -117,6 +119,34 @@ def build_container(
         scoring,
         build_authenticator(settings),
     )
+
+
+def build_run_container(
+    workdir: Path,
+    bundle: ModelBundle,
+    graph: GraphStore,
+    features: FeatureStore,
+    **settings: Any,
+) -> Container:
+    """A container over stores already loaded in this process (the demo, the benchmarks),
+    with a fresh audit log and dead-letter file in ``workdir``; then :func:`freeze_heap`.
+
+    ``settings`` are :class:`Settings` fields on top of the two file paths."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    audit_path, dead_path = workdir / "audit.log", workdir / "dead-letters.jsonl"
+    for old in (audit_path, head_path(audit_path), dead_path):
+        old.unlink(missing_ok=True)
+    container = build_container(
+        Settings(audit_path=audit_path, dead_letter_path=dead_path, **settings),
+        bundle=bundle,
+        graph=graph,
+        features=features,
+        audit=FileAuditSink(audit_path),
+        dead_letters=FileEventSink(dead_path),
+    )
+    freeze_heap()
+    return container
 
 
 def freeze_heap() -> None:

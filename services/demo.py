@@ -15,15 +15,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from feature_stream.event_io import FileEventSink
 from gnn.metrics import summary
 from gnn.train import DAY, TrainConfig, load_history, stream_end, train
 from services.api.app import create_app
 from services.api.runner import ApiThread
-from services.audit import FileAuditSink
-from services.container import build_container, freeze_heap
+from services.container import build_run_container
 from services.replay import ReplayConfig, replay_in_subprocess
-from services.settings import Settings
 
 
 class DemoConfig(BaseModel):
@@ -81,23 +78,10 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     )
     t_train = time.perf_counter() - t1
 
-    for old in ("audit.log", "dead-letters.jsonl"):
-        (work / old).unlink(missing_ok=True)
-    settings = Settings(
-        audit_path=work / "audit.log",
-        dead_letter_path=work / "dead-letters.jsonl",
-        shadow_baseline=True,
-        default_deadline_ms=200.0,
+    container = build_run_container(
+        work, bundle, hist.graph, hist.features, shadow_baseline=True, default_deadline_ms=200.0
     )
-    container = build_container(
-        settings,
-        bundle=bundle,
-        graph=hist.graph,
-        features=hist.features,
-        audit=FileAuditSink(work / "audit.log"),
-        dead_letters=FileEventSink(work / "dead-letters.jsonl"),
-    )
-    freeze_heap()
+    settings = container.settings
     t2 = time.perf_counter()
     with ApiThread(create_app(container)) as url:
         assert settings.dev_api_key is not None  # the demo runs as the development client
