@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from services.policy import DecisionResult, GateResult, PolicyEvaluator, PolicyUnavailable
+from services.policy_wasm import OpaWasmModule
 
 ENTRYPOINTS = {
     "gate": "riskgraph/gate/result",
@@ -88,8 +89,6 @@ class WasmPolicy(PolicyEvaluator):
     ) -> None:
         """``data_overrides`` is deep-merged over the bundle's data (a kill switch, a tenant's
         thresholds); the revision then gains a ``+local`` suffix so decisions show it."""
-        from opapywasm import OpaWasmPolicy
-
         build_dir = Path(build_dir)
         wasm, data = build_dir / "policy.wasm", build_dir / "data.json"
         if not wasm.exists() or not data.exists():
@@ -102,15 +101,14 @@ class WasmPolicy(PolicyEvaluator):
                     f"compiled policy {self.revision} is stale: sources are "
                     f"{current}; run `make policies`"
                 )
-        self._policy = OpaWasmPolicy.from_wasm_file(wasm)
         data_doc = json.loads(data.read_text())
         if data_overrides:
             data_doc = deep_merge(data_doc, data_overrides)
             self.revision += "+local"
-        self._policy.set_data(data_doc)
+        self._module = OpaWasmModule.from_file(wasm, data_doc)
 
     def evaluate(self, kind: str, input_value: dict[str, Any]) -> Any:
-        return self._policy.evaluate(input_value, ENTRYPOINTS[kind])
+        return self._module.evaluate(ENTRYPOINTS[kind], input_value)
 
     def _gate(self, request: dict[str, Any]) -> GateResult:
         return gate_result(self.evaluate("gate", request), self.revision)
