@@ -35,6 +35,18 @@ def chain_hash(prev: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(prev.encode() + _canonical(body)).hexdigest()
 
 
+def chained_line(seq: int, prev: str, body: dict[str, Any]) -> tuple[bytes, str]:
+    """The log line for ``body`` at ``seq`` after ``prev``, and its hash.
+
+    The line is the canonical JSON that was hashed with ``"hash"`` added as its last member,
+    so the record is encoded once; parsing the line and dropping ``hash`` gives back exactly
+    what was hashed.
+    """
+    canonical = _canonical({**body, "seq": seq, "prev": prev})
+    h = hashlib.sha256(prev.encode() + canonical).hexdigest()
+    return canonical[:-1] + b',"hash":"' + h.encode() + b'"}\n', h
+
+
 @dataclass(frozen=True)
 class Receipt:
     """What a caller keeps to check its decision against the log later."""
@@ -70,7 +82,7 @@ class InMemoryAuditSink(AuditSink):
     def _append(self, body: dict[str, Any]) -> Receipt:
         with self._lock:
             seq = len(self.records)
-            full = {"seq": seq, "prev": self._prev, **body}
+            full = {**body, "seq": seq, "prev": self._prev}
             h = chain_hash(self._prev, full)
             self.records.append({**full, "hash": h})
             self._prev = h
@@ -90,18 +102,15 @@ class FileAuditSink(AuditSink):
             if not result.ok:
                 raise ValueError(f"refusing to extend a broken audit log: {result.error}")
             self._seq, self._prev = result.records, result.last_hash
-        self._fh: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
+        self._fh: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - long-lived
         self._pending = 0
         self._lock = threading.Lock()
 
     def _append(self, body: dict[str, Any]) -> Receipt:
         with self._lock:
-            full = {"seq": self._seq, "prev": self._prev, **body}
-            h = chain_hash(self._prev, full)
-            self._fh.write(
-                json.dumps({**full, "hash": h}, separators=(",", ":"), default=str) + "\n"
-            )
-            self._fh.flush()
+            line, h = chained_line(self._seq, self._prev, body)
+            self._fh.write(line)
+            self._fh.flush()  # in the OS at once: a crash of this process loses nothing
             receipt = Receipt(self._seq, h)
             self._seq += 1
             self._prev = h
