@@ -99,7 +99,22 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from services.audit import verify_audit_log
 
-    result = verify_audit_log(Path(args.path))
+    if args.kafka_topic is not None:
+        import tempfile
+
+        from services.audit_kafka import export_audit_topic
+        from services.settings import load_settings
+
+        bootstrap = args.bootstrap or load_settings().kafka_bootstrap
+        with tempfile.TemporaryDirectory() as d:
+            copy = Path(d) / "audit.log"
+            export_audit_topic(bootstrap, args.kafka_topic, copy)
+            result = verify_audit_log(copy, check_head=False)
+    elif args.path is not None:
+        result = verify_audit_log(Path(args.path))
+    else:
+        print("riskgraph audit verify: give PATH or --kafka-topic TOPIC", file=sys.stderr)
+        return 2
     if result.ok:
         print(f"OK: {result.records} records, chain head {result.last_hash}")
         return 0
@@ -353,7 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     av = asub.add_parser(
         "verify", help="check a hash-chained audit log; names the first bad record"
     )
-    av.add_argument("path")
+    av.add_argument("path", nargs="?", help="the log file (its .head anchor is checked too)")
+    av.add_argument(
+        "--kafka-topic",
+        metavar="TOPIC",
+        help="verify the copy on this Kafka audit topic instead (service mode)",
+    )
+    av.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: RISKGRAPH_KAFKA_BOOTSTRAP)"
+    )
     av.set_defaults(func=_cmd_audit_verify)
     return p
 

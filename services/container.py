@@ -80,7 +80,7 @@ def build_container(
         ingestor.run(FileEventSource(settings.history_dir))
     bundle = bundle if bundle is not None else load_artifact(settings.model_dir)
     policy = policy if policy is not None else build_policy(settings)
-    audit = audit if audit is not None else FileAuditSink(settings.audit_path)
+    audit = audit if audit is not None else build_audit(settings)
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
     engine = ScoringEngine(
@@ -157,6 +157,15 @@ def freeze_heap() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def build_audit(settings: Settings) -> AuditSink:
+    """The file log; in service mode also mirrored to the Kafka audit topic."""
+    if settings.mode == "service":
+        from services.audit_kafka import KafkaAuditSink
+
+        return KafkaAuditSink(settings.audit_path, settings.kafka_bootstrap, settings.audit_topic)
+    return FileAuditSink(settings.audit_path)
 
 
 def build_policy(settings: Settings) -> PolicyEvaluator:

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         "opa_server = ask the OPA server at RISKGRAPH_OPA_URL",
     )
     opa_url: str = Field("http://127.0.0.1:8181", description="RISKGRAPH_OPA_URL")
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="RISKGRAPH_KAFKA_BOOTSTRAP")
+    audit_topic: str = Field(
+        "audit",
+        description="RISKGRAPH_AUDIT_TOPIC; in service mode every audit record is also "
+        "produced to this Kafka topic (acks=all), besides the file at RISKGRAPH_AUDIT_PATH",
+    )
     clients_file: Path | None = Field(
         None,
         description="RISKGRAPH_CLIENTS_FILE; JSON list of payment clients with hashed "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from services.audit import (
     InMemoryAuditSink,
     Receipt,
     chain_hash,
+    head_path,
     verify_audit_log,
 )
 
@@ -208,3 +210,25 @@ def test_refuses_to_extend_a_broken_log(log: tuple[Path, list[Receipt]]) -> None
     with pytest.raises(ValueError, match="broken audit log"):
         FileAuditSink(path)
     assert lines(path) == ls  # nothing appended
+
+
+def test_a_quiet_log_is_synced_within_its_delay(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path, sync_every=1000, max_delay_s=0.05)
+    receipts = [sink.append(b) for b in bodies()[:3]]
+    deadline = time.monotonic() + 5
+    while not head_path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # far fewer than sync_every records, yet the anchor (written after the fsync) is there
+    assert json.loads(head_path(path).read_text()) == {"seq": 2, "hash": receipts[-1].hash}
+    sink.close()
+
+
+def test_a_body_cannot_override_seq_or_prev(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+    sink.append({"kind": "x"})
+    receipt = sink.append({"kind": "y", "seq": 0, "prev": GENESIS})
+    sink.close()
+    assert receipt.seq == 1
+    assert verify_audit_log(path).ok
