@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from feature_stream.graph_schema import NODE_TYPES, RELATION_NAMES, TXN
+from feature_stream.graph_schema import NODE_TYPES, RELATION_NAMES, TXN, message_edge_types
 from feature_stream.graph_store import LABEL_FRAUD, LABEL_LEGIT, LABEL_UNKNOWN, Subgraph
+
+ALL_EDGE_TYPES = [tuple(et) for et in message_edge_types()]
 
 TXN_DIM, ENTITY_DIM = 8, 4
 IN_DIMS: dict[str, int] = {t: (TXN_DIM if t == "transaction" else ENTITY_DIM) for t in NODE_TYPES}
@@ -113,6 +115,12 @@ def tensorize(subgraphs: Sequence[Subgraph], features: Sequence[Sequence[float]]
         (NODE_TYPES[s], RELATION_NAMES[r], NODE_TYPES[d]): torch.tensor([a, b], dtype=torch.long)
         for (s, r, d), (a, b) in edges.items()
     }
+    # Every relation, even without edges: a convolution adds its root term to every node of
+    # its destination type, so a relation left out would change a payment's embedding with
+    # the other payments that happen to share its batch (and single requests from training).
+    for et in ALL_EDGE_TYPES:
+        if et not in edge_index:
+            edge_index[et] = torch.zeros((2, 0), dtype=torch.long)
     return GraphBatch(
         x,
         edge_index,
