@@ -8,7 +8,8 @@ The engine scores a whole micro-batch at once: one batched sample, one tensorisa
 forward pass under :func:`torch.inference_mode`. On CUDA the batch is staged in pinned host
 memory and copied with ``non_blocking=True``; scores come back with one synchronising copy.
 The rungs of the degradation ladder (:mod:`gnn.ladder`) are different calls of the same
-engine, so they all keep the point-in-time rule.
+engine, so they all keep the point-in-time rule. The GNN rungs also return each payment's case
+embedding (the head's input, for similar-case retrieval) from the pass that scored it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch_geometric.nn import SAGEConv
 
@@ -62,6 +65,10 @@ class Scored:
     features: dict[str, float]
     rung: Rung = "full"
     degraded: tuple[str, ...] = ()  # e.g. "features_unavailable": scored without online features
+    # The GNN's case embedding (see :meth:`ScoringEngine.embed`): ``embedding_dim`` floats from
+    # the pass that scored it on the full, reduced and cached rungs, ``None`` on tree and
+    # policy. A tuple: immutable, comparable, and ``json.dumps`` writes it as a list.
+    embedding: tuple[float, ...] | None = field(default=None, repr=False)
 
 
 def prepare(
@@ -216,6 +223,16 @@ def _edge_types(model: TemporalHeteroGNN, layer: int) -> list[EdgeType]:
     return [et for et, _ in model.convs[layer].convs.items()]  # type: ignore[union-attr, operator]
 
 
+class Forward(NamedTuple):
+    """One forward pass: ``logits [B]``; ``embedding [B, 2·hidden]``, the head's input (the
+    query's final hidden state, then its encoded online features); ``captured`` as in
+    :func:`propagate`."""
+
+    logits: torch.Tensor
+    embedding: torch.Tensor
+    captured: dict[str, torch.Tensor]
+
+
 class FusedForward:
     """:class:`~gnn.model.TemporalHeteroGNN`'s forward pass, computed with fewer, larger ops.
 
@@ -228,9 +245,12 @@ class FusedForward:
           = [mean_r(h_src)]_r @ [W_l_r]_rᵀ + h_d @ (Σ_r W_r_r)ᵀ + Σ_r b_r
 
     over the relations ``r`` into ``d`` present in the batch: one scatter of every edge into
-    a per-relation slot, two matmuls. The weights are read from the model at construction
-    (re-create after loading other weights); :func:`propagate` is the same function, checked
-    against ``model.forward`` by the tests.
+    a per-relation slot, two matmuls. As in ``HeteroConv``, the root terms of a relation reach
+    every node of type ``d`` once any query of the batch has an edge of that relation, so a
+    query's output depends a little on which relations its batch mates bring (a batch of
+    one is the reference :mod:`gnn.explain` uses). The weights are read from the model at
+    construction (re-create after loading other weights); :func:`propagate` is the same
+    function, checked against ``model.forward`` by the tests.
     """
 
     def __init__(self, model: TemporalHeteroGNN) -> None:
@@ -278,6 +298,16 @@ class FusedForward:
         inject: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(logits [B], captured)``; ``capture``/``inject`` as in :func:`propagate`."""
+        out = self.run(batch, capture, inject)
+        return out.logits, out.captured
+
+    def run(
+        self,
+        batch: GraphBatch,
+        capture: dict[str, torch.Tensor] | None = None,
+        inject: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> Forward:
+        """The pass with the head's input too (it is computed anyway: no extra cost)."""
         model = self.model
         h = {t: torch.relu(enc(batch.x[t])) for t, enc in model.encoders.items()}
         n = {t: h[t].shape[0] for t in self.types}
@@ -327,8 +357,9 @@ class FusedForward:
             h = new
         z = h["transaction"][batch.root]
         f = (model.compress(batch.features) - model.feature_mean) / model.feature_std
-        logits = model.head(torch.cat([z, model.feature_mlp(f)], dim=-1)).squeeze(-1)
-        return logits, {t: torch.stack(v, dim=1) for t, v in caps.items()}
+        emb = torch.cat([z, model.feature_mlp(f)], dim=-1)
+        logits = model.head(emb).squeeze(-1)
+        return Forward(logits, emb, {t: torch.stack(v, dim=1) for t, v in caps.items()})
 
 
 def propagate(
@@ -421,6 +452,28 @@ class ScoringEngine:
     def prepare(self, payments: Sequence[Payment], with_subgraphs: bool = True) -> Prepared:
         return prepare(payments, self.graph, self.features, self.bundle.fanouts, with_subgraphs)
 
+    @property
+    def embedding_dim(self) -> int:
+        """Width ``D`` of a case embedding: ``2 · hidden`` (128 for the default config)."""
+        return 2 * int(self.gnn.config["hidden"])
+
+    def embed(self, payments: Sequence[Payment]) -> np.ndarray:
+        """Case embeddings ``[B, D]`` float32 of payments, each at its own event time.
+
+        The full rung's inputs and pass: row ``i`` equals ``Scored.embedding`` of
+        ``infer(payments, "full")[0][i]`` (the same batch; a payment's pass depends a little
+        on its batch mates, see :class:`FusedForward`). Only data from before each payment's
+        time is used. Unlike :meth:`infer` it leaves the embedding cache alone, and it raises
+        :class:`FeatureStoreUnavailable` rather than embed without online features.
+        """
+        if not payments:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        prep = self.prepare(payments)
+        batch = to_device(tensorize(prep.subgraphs, [f.values for f in prep.features]), self.device)
+        with torch.inference_mode():
+            emb = self.fused.run(batch).embedding
+        return emb.float().cpu().numpy()
+
     def score(
         self, payments: Sequence[Payment], use_gnn: bool = True
     ) -> tuple[list[Scored], dict[str, float]]:
@@ -454,8 +507,9 @@ class ScoringEngine:
             prep.subgraphs = [one_hop(g) for g in prep.subgraphs]
         rows = [list(f.values) for f in prep.features]
         t0 = time.perf_counter()
+        embeddings: list[tuple[float, ...] | None] = [None] * len(payments)
         if uses_graph:
-            scores = self._forward(prep.subgraphs, rows, rung)
+            scores, embeddings = self._forward(prep.subgraphs, rows, rung)
             stage = "gnn"
         elif rung == "tree":
             scores = self.bundle.baseline.predict(rows).tolist()
@@ -477,23 +531,25 @@ class ScoringEngine:
                     features=fd,
                     rung=rung,
                     degraded=degraded,
+                    embedding=embeddings[i],
                 )
             )
         return out, prep.timings_ms
 
     def _forward(
         self, subgraphs: Sequence[Subgraph], rows: Sequence[Sequence[float]], rung: Rung
-    ) -> list[float]:
+    ) -> tuple[list[float], list[tuple[float, ...] | None]]:
+        """Scores and case embeddings of a batch, from one pass and one copy to the host."""
         batch = to_device(tensorize(subgraphs, rows), self.device)
         with torch.inference_mode():
             if self.cache is None or rung == "reduced":
-                logits, _ = self.fused(batch)
+                out = self.fused.run(batch)
             elif rung == "full":
                 entities = hop1_rows(subgraphs)
                 capture = {t: torch.tensor(r, device=self.device) for t, (_, r) in entities.items()}
-                logits, captured = self.fused(batch, capture=capture)
+                out = self.fused.run(batch, capture=capture)
                 for t, (keys, _) in entities.items():
-                    self.cache.put(t, keys, captured[t])
+                    self.cache.put(t, keys, out.captured[t])
             else:  # cached: one hop, entity embeddings from earlier full passes
                 inject = {}
                 for t, (keys, r) in hop1_rows(subgraphs).items():
@@ -501,5 +557,7 @@ class ScoringEngine:
                     if emb is not None:
                         rows_t = torch.tensor([r[i] for i in hit], device=self.device)
                         inject[t] = (rows_t, emb)
-                logits, _ = self.fused(batch, inject=inject)
-            return torch.sigmoid(logits).float().cpu().tolist()
+                out = self.fused.run(batch, inject=inject)
+            host = torch.cat([torch.sigmoid(out.logits).unsqueeze(1), out.embedding], 1)
+            host = host.float().cpu()
+        return host[:, 0].tolist(), [tuple(e) for e in host[:, 1:].tolist()]

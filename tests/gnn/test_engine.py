@@ -1,5 +1,6 @@
 """The inference engine's rungs: layered forward = the model, cached rung = full rung when the
-cache is fresh, every rung answers in [0, 1] at a point in time."""
+cache is fresh, every rung answers in [0, 1] at a point in time, and the GNN rungs carry the
+case embedding (the head's input) from the pass that scored."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from feature_stream.events import Payment
+from feature_stream.event_io import InMemoryEventSink
+from feature_stream.events import DeviceEvent, LabelEvent, Payment, SocialEvent
+from feature_stream.feature_memory import InMemoryFeatureStore
 from feature_stream.features import FEATURE_NAMES
+from feature_stream.graph_memory import InMemoryGraphStore
+from feature_stream.ingest import Ingestor
 from gnn.artifact import ModelBundle
 from gnn.baseline import TreeBaseline
 from gnn.engine import (
     EmbeddingCache,
     FusedForward,
+    Prepared,
     ScoringEngine,
     hop1_rows,
     one_hop,
@@ -21,7 +27,8 @@ from gnn.engine import (
 )
 from gnn.ladder import LADDER, SERVED_BY, Rung
 from gnn.model import TemporalHeteroGNN
-from gnn.tensorize import tensorize
+from gnn.tensorize import GraphBatch, tensorize
+from tests.factories import label, link, login, payment
 from tests.gnn.conftest import FANOUTS, World
 
 
@@ -166,3 +173,138 @@ def test_the_fused_forward_captures_and_injects_like_propagate(
         a, _ = propagate(bundle.gnn, batch, inject=inject)
         b, _ = fused(batch, inject=inject)
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def head_input(model: TemporalHeteroGNN, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, what model.head received)`` from the PyG model's own forward."""
+    seen: list[torch.Tensor] = []
+    hook = model.head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    try:
+        logits = model(batch)
+    finally:
+        hook.remove()
+    return logits, seen[0]
+
+
+def test_the_fused_pass_returns_the_heads_input_as_the_embedding(
+    bundle: ModelBundle, world: World
+) -> None:
+    batch = tensorize(world.prepared.subgraphs[:30], world.rows[:30])
+    with torch.inference_mode():
+        logits, emb = head_input(bundle.gnn, batch)
+        out = FusedForward(bundle.gnn).run(batch)
+    assert tuple(out.embedding.shape) == (30, 2 * 16)
+    torch.testing.assert_close(out.embedding, emb, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.logits, logits, rtol=1e-5, atol=1e-5)
+
+
+def test_served_scores_and_embeddings_are_the_models(bundle: ModelBundle, world: World) -> None:
+    engine = ScoringEngine(bundle, world.graph, world.features)
+    sample = world.payments[-20:]
+    scored, _ = engine.infer(sample, "full")
+    prep = engine.prepare(sample)
+    with torch.inference_mode():
+        logits, emb = head_input(bundle.gnn, tensorize(prep.subgraphs, prep_rows(prep)))
+    np.testing.assert_allclose(
+        [s.score for s in scored], torch.sigmoid(logits).numpy(), rtol=0, atol=1e-6
+    )
+    got = np.asarray([s.embedding for s in scored], dtype=np.float32)
+    np.testing.assert_allclose(got, emb.numpy(), rtol=0, atol=1e-5)
+
+
+def prep_rows(prep: Prepared) -> list[list[float]]:
+    return [list(f.values) for f in prep.features]
+
+
+def test_embed_equals_the_full_rungs_embedding(bundle: ModelBundle, world: World) -> None:
+    engine = ScoringEngine(bundle, world.graph, world.features)
+    sample = world.payments[-25:]
+    scored, _ = engine.infer(sample, "full")
+    emb = engine.embed(sample)
+    assert engine.embedding_dim == 32  # 2 · hidden
+    assert emb.dtype == np.float32
+    assert emb.shape == (len(sample), engine.embedding_dim)
+    served = np.asarray([s.embedding for s in scored], dtype=np.float64)
+    np.testing.assert_allclose(emb, served, rtol=0, atol=1e-6)
+    assert engine.embed([]).shape == (0, engine.embedding_dim)
+
+
+@pytest.mark.parametrize("rung", LADDER)
+def test_gnn_rungs_carry_an_embedding_and_the_others_none(
+    bundle: ModelBundle, world: World, rung: Rung
+) -> None:
+    engine = ScoringEngine(bundle, world.graph, world.features)
+    engine.infer(world.payments[-10:], "full")  # warms the cache for the cached rung
+    scored, _ = engine.infer(world.payments[-10:], rung)
+    for s in scored:
+        if rung in ("tree", "policy"):
+            assert s.embedding is None
+        else:
+            assert isinstance(s.embedding, tuple)
+            assert len(s.embedding) == engine.embedding_dim
+            assert all(isinstance(x, float) and np.isfinite(x) for x in s.embedding)
+    assert "embedding" not in repr(scored[0])  # logs stay readable
+
+
+AnyEvent = Payment | DeviceEvent | SocialEvent | LabelEvent
+
+
+def stores(events: list[AnyEvent]) -> Ingestor:
+    ingestor = Ingestor(InMemoryGraphStore(), InMemoryFeatureStore(), InMemoryEventSink())
+    for e in sorted(events, key=lambda e: e.event_time):
+        ingestor.apply(e)
+    return ingestor
+
+
+def test_the_embedding_uses_only_the_past(bundle: ModelBundle) -> None:
+    t = 10_000.0
+    own = {"account": "a1", "card": "c1", "merchant": "m1", "device": "d1", "ip": "10.0.0.1"}
+    query = payment("q", t, amount=420.0, **own)
+    p0 = payment("p0", 1000, account="a2", card="c2", merchant="m1", device="d1", ip="10.0.0.1")
+    p1 = payment("p1", 2000, amount=55.0, **own)
+    past: list[AnyEvent] = [
+        login("l0", 0, account="a1", device="d1", ip="10.0.0.1"),
+        p0,
+        p1,
+        label("lb0", 3000, txn=p0, fraud=True),
+        link("s0", 4000, src="a1", dst="a2"),
+    ]
+    # At the query's time (ties) and after it: all of it within reach of the query's entities.
+    f0 = payment("f0", t, amount=900.0, **own)
+    future: list[AnyEvent] = [
+        f0,
+        payment("f1", t + 60, account="a3", card="c1", merchant="m1", device="d1", ip="10.0.0.1"),
+        label("lb1", t, txn=p1, fraud=True),
+        label("lb2", t + 100, txn=p0, fraud=False),
+        label("lb3", t + 200, txn=f0, fraud=True),
+        login("l1", t, account="a3", device="d1", ip="10.0.0.1"),
+        link("s1", t + 1, src="a3", dst="a1", kind="p2p_transfer", amount=500.0),
+    ]
+    before = stores(past)
+    everything = stores([*past, query, *future])
+    a = ScoringEngine(bundle, before.graph, before.features).embed([query])
+    b = ScoringEngine(bundle, everything.graph, everything.features).embed([query])
+    np.testing.assert_array_equal(a, b)
+    # The future events are within reach: a later query on the same entities sees them.
+    later = payment("q2", t + 1000, amount=420.0, **own)
+    a = ScoringEngine(bundle, before.graph, before.features).embed([later])
+    b = ScoringEngine(bundle, everything.graph, everything.features).embed([later])
+    assert np.abs(a - b).max() > 1e-3
+
+
+@pytest.mark.parametrize("rung", ["full", "reduced"])
+def test_a_score_does_not_depend_on_the_rest_of_its_batch(
+    bundle: ModelBundle, world: World, rung: Rung
+) -> None:
+    """Micro-batching, backtests and single requests must give one payment one score: a
+    relation missing from a small batch would drop its root terms (see tensorize)."""
+    engine = ScoringEngine(bundle, world.graph, world.features, cache_size=0)
+    sample = world.payments[-40:]
+    together, _ = engine.infer(sample, rung)
+    alone = [engine.infer([p], rung)[0][0] for p in sample]
+    np.testing.assert_allclose(
+        [s.score for s in alone], [s.score for s in together], rtol=0, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        [s.embedding for s in alone], [s.embedding for s in together], rtol=0, atol=1e-5
+    )
