@@ -22,7 +22,7 @@ import torch
 from feature_stream.graph_schema import NODE_TYPES, RELATION_NAMES, TXN, message_edge_types
 from feature_stream.graph_store import LABEL_FRAUD, LABEL_LEGIT, LABEL_UNKNOWN, Subgraph
 
-ALL_EDGE_TYPES = [tuple(et) for et in message_edge_types()]
+ALL_EDGE_TYPES = message_edge_types()
 
 TXN_DIM, ENTITY_DIM = 8, 4
 IN_DIMS: dict[str, int] = {t: (TXN_DIM if t == "transaction" else ENTITY_DIM) for t in NODE_TYPES}
