@@ -1,6 +1,7 @@
 """The policy port: a gate before inference and a decision after it.
 
-Implementations (``services/policy_opa.py``) evaluate the Rego under ``policies/``: compiled to
+The review policy governs analyst actions. Implementations (``services/policy_opa.py``)
+evaluate the Rego under ``policies/``: compiled to
 Wasm in-process by default, or on an OPA server. Whatever the implementation, an evaluation
 error raises :class:`PolicyUnavailable` and the caller fails closed: nothing is scored.
 """
@@ -22,6 +23,16 @@ class PolicyUnavailable(RuntimeError):
 class GateResult:
     allow: bool
     reasons: list[str]
+    revision: str
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    """May this analyst do this to this case; and may they see it unmasked."""
+
+    allow: bool
+    reasons: list[str]
+    unmask_pii: bool
     revision: str
 
 
@@ -54,6 +65,14 @@ class PolicyEvaluator(abc.ABC):
         except Exception as exc:
             raise PolicyUnavailable(f"decision policy failed: {exc}") from exc
 
+    def review(self, request: dict[str, Any]) -> ReviewResult:
+        try:
+            return self._review(request)
+        except PolicyUnavailable:
+            raise
+        except Exception as exc:
+            raise PolicyUnavailable(f"review policy failed: {exc}") from exc
+
     def close(self) -> None:  # noqa: B027 - in-process evaluators hold nothing
         """Release connections."""
 
@@ -61,3 +80,5 @@ class PolicyEvaluator(abc.ABC):
     def _gate(self, request: dict[str, Any]) -> GateResult: ...
     @abc.abstractmethod
     def _decide(self, request: dict[str, Any]) -> DecisionResult: ...
+    @abc.abstractmethod
+    def _review(self, request: dict[str, Any]) -> ReviewResult: ...

@@ -13,7 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.policy import DecisionResult, GateResult, PolicyEvaluator, PolicyUnavailable
+from services.policy import (
+    DecisionResult,
+    GateResult,
+    PolicyEvaluator,
+    PolicyUnavailable,
+    ReviewResult,
+)
 from services.policy_wasm import OpaWasmModule
 
 ENTRYPOINTS = {
@@ -68,6 +74,13 @@ def gate_result(out: Any, revision: str) -> GateResult:
     return GateResult(o["allow"], list(o["reasons"]), revision)
 
 
+def review_result(out: Any, revision: str) -> ReviewResult:
+    o = _check("review", out, ("allow", "reasons", "unmask_pii"))
+    if not isinstance(o["allow"], bool) or not isinstance(o["unmask_pii"], bool):
+        raise PolicyUnavailable("review policy returned a non-boolean allow or unmask_pii")
+    return ReviewResult(o["allow"], list(o["reasons"]), o["allow"] and o["unmask_pii"], revision)
+
+
 def decision_result(out: Any, revision: str) -> DecisionResult:
     o = _check("decision", out, ("action", "reasons"))
     if o["action"] not in ("approve", "review", "decline"):
@@ -116,6 +129,9 @@ class WasmPolicy(PolicyEvaluator):
     def _decide(self, request: dict[str, Any]) -> DecisionResult:
         return decision_result(self.evaluate("decision", request), self.revision)
 
+    def _review(self, request: dict[str, Any]) -> ReviewResult:
+        return review_result(self.evaluate("review", request), self.revision)
+
 
 class OpaServerPolicy(PolicyEvaluator):
     """Asks an OPA server (``opa run --server policies/``) over REST, with decision logs on
@@ -152,6 +168,9 @@ class OpaServerPolicy(PolicyEvaluator):
 
     def _decide(self, request: dict[str, Any]) -> DecisionResult:
         return decision_result(self.evaluate("decision", request), self.revision)
+
+    def _review(self, request: dict[str, Any]) -> ReviewResult:
+        return review_result(self.evaluate("review", request), self.revision)
 
     def close(self) -> None:
         self._client.close_connection()

@@ -13,7 +13,7 @@ from feature_stream.events import to_record
 from feature_stream.features import compute_features
 from gnn.artifact import ModelBundle
 from services.audit import chain_hash
-from services.policy import DecisionResult, GateResult, PolicyEvaluator
+from services.policy import DecisionResult, GateResult, PolicyEvaluator, ReviewResult
 from services.policy_opa import WasmPolicy, source_revision
 from tests.factories import at, link, login, payment
 from tests.services.api_harness import TEN_AM, App, body, make_app
@@ -253,6 +253,9 @@ class BrokenDecisions(PolicyEvaluator):
         return GateResult(True, [], self.revision)
 
     def _decide(self, request: dict[str, Any]) -> DecisionResult:
+        raise ConnectionError("policy engine unreachable")
+
+    def _review(self, request: dict[str, Any]) -> ReviewResult:
         raise ConnectionError("policy engine unreachable")
 
 
