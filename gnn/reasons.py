@@ -54,3 +54,7 @@ def rule_score(features: dict[str, float]) -> float:
         (sev / 100.0 for _, sev, name, t in _FEATURE_RULES if features.get(name, 0.0) >= t),
         default=0.0,
     )
+
+
+REASON_CODES = frozenset([code for code, *_ in _FEATURE_RULES] + ["known_fraud_in_neighbourhood"])
+"""Every code :func:`reason_codes` can give; other reasons on a decision come from policy."""

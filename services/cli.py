@@ -1,4 +1,4 @@
-"""``riskgraph`` command line: generate, train, serve, demo, convert, backtest, audit, keys,
+"""``riskgraph`` command line: generate, train, serve, demo, convert, backtest, audit, keys, token,
 produce, stream."""
 
 from __future__ import annotations
@@ -93,6 +93,23 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
     }
     print(f"API key (shown once, give it to the client): {key}", file=sys.stderr)
     print(json.dumps(entry))
+    return 0
+
+
+def _cmd_token_new(args: argparse.Namespace) -> int:
+    from services.auth import issue_token
+    from services.settings import load_settings
+
+    settings = load_settings()
+    token = issue_token(
+        settings.token_secret, args.user, args.tenant, args.roles.split(","), args.ttl_hours * 3600
+    )
+    print(token)
+    print(
+        f"analyst token for {args.user} (tenant {args.tenant}, roles {args.roles}), "
+        f"valid {args.ttl_hours:g} h; sign in at /review/ with it",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -362,6 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
     kn.add_argument("--roles", default="scorer", help="comma-separated")
     kn.add_argument("--rate-tier", default="standard")
     kn.set_defaults(func=_cmd_keys_new)
+
+    t = sub.add_parser("token", help="signed tokens for analysts (the review UI)")
+    tsub = t.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    tn = tsub.add_parser("new", help="print an analyst token signed with RISKGRAPH_TOKEN_SECRET")
+    tn.add_argument("--user", required=True, help="analyst id")
+    tn.add_argument("--tenant", required=True)
+    tn.add_argument(
+        "--roles",
+        default="analyst",
+        help="comma-separated: analyst, senior_analyst, auditor, admin (default analyst)",
+    )
+    tn.add_argument("--ttl-hours", type=float, default=8.0, help="validity (default 8)")
+    tn.set_defaults(func=_cmd_token_new)
 
     a = sub.add_parser("audit", help="audit log tools")
     asub = a.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

@@ -18,10 +18,14 @@ from gnn.artifact import ModelBundle, load_artifact
 from gnn.engine import ScoringEngine
 from services.audit import AuditSink, FileAuditSink, head_path
 from services.auth import ApiKeyRegistry, Authenticator, dev_client_entry
+from services.cases.review import ReviewService
+from services.cases.similar import SimilarCaseIndex
+from services.cases.store import CaseStore
+from services.cases.store_sqlite import SqliteCaseStore
 from services.idempotency import IdempotencyCache
 from services.policy import PolicyEvaluator
 from services.scoring import ScoringService
-from services.settings import Settings
+from services.settings import Settings, case_db
 
 
 @dataclass
@@ -36,9 +40,11 @@ class Container:
     bundle: ModelBundle
     scoring: ScoringService
     auth: Authenticator
+    review: ReviewService
 
     def close(self) -> None:
         self.scoring.close()  # answer what is queued before closing what it writes to
+        self.review.store.close()
         self.audit.close()
         self.policy.close()
         self.dead_letters.close()
@@ -61,6 +67,7 @@ def build_container(
     audit: AuditSink | None = None,
     dead_letters: EventSink | None = None,
     policy: PolicyEvaluator | None = None,
+    cases: CaseStore | None = None,
 ) -> Container:
     """Build every port; any of them can be passed in (tests, the demo's warm stores)."""
     if settings.mode != "embedded" and (graph is None or features is None):
@@ -107,6 +114,17 @@ def build_container(
         rungs=settings.ladder,
         shed_on_deadline=settings.shed_on_deadline,
     )
+    cases = cases if cases is not None else SqliteCaseStore(case_db(settings))
+    review = ReviewService(
+        cases,
+        similar_index(cases, engine.embedding_dim),
+        policy,
+        audit,
+        scoring,
+        settings.audit_secret,
+        k=settings.similar_cases_k,
+    )
+    scoring.cases = review
     return Container(
         settings,
         graph,
@@ -118,6 +136,7 @@ def build_container(
         bundle,
         scoring,
         build_authenticator(settings),
+        review,
     )
 
 
@@ -129,16 +148,20 @@ def build_run_container(
     **settings: Any,
 ) -> Container:
     """A container over stores already loaded in this process (the demo, the benchmarks),
-    with a fresh audit log and dead-letter file in ``workdir``; then :func:`freeze_heap`.
+    with a fresh audit log, dead-letter file and case store in ``workdir``; then
+    :func:`freeze_heap`.
 
     ``settings`` are :class:`Settings` fields on top of the two file paths."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     audit_path, dead_path = workdir / "audit.log", workdir / "dead-letters.jsonl"
-    for old in (audit_path, head_path(audit_path), dead_path):
+    case_path = workdir / "cases.sqlite"
+    for old in (audit_path, head_path(audit_path), dead_path, case_path):
         old.unlink(missing_ok=True)
     container = build_container(
-        Settings(audit_path=audit_path, dead_letter_path=dead_path, **settings),
+        Settings(
+            audit_path=audit_path, dead_letter_path=dead_path, case_db_path=case_path, **settings
+        ),
         bundle=bundle,
         graph=graph,
         features=features,
@@ -157,6 +180,13 @@ def freeze_heap() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def similar_index(cases: CaseStore, dim: int) -> SimilarCaseIndex:
+    """The similar-case index over every resolved case already in the store."""
+    index = SimilarCaseIndex(dim)
+    index.add_from(cases)
+    return index
 
 
 def build_audit(settings: Settings) -> AuditSink:

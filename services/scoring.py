@@ -24,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from feature_stream.events import Payment
 from feature_stream.feature_store import FeatureStoreUnavailable
@@ -42,6 +43,11 @@ from services.audit import AuditSink
 from services.auth import Principal
 from services.idempotency import IdempotencyCache, IdempotencyConflict
 from services.policy import GateResult, PolicyEvaluator, PolicyUnavailable
+
+if TYPE_CHECKING:
+    from services.cases.review import ReviewService
+
+log = logging.getLogger("riskgraph.scoring")
 
 
 @dataclass
@@ -61,6 +67,7 @@ class ScoreOutcome:
     rung: str = "full"
     batch_size: int = 1
     degraded: list[str] = field(default_factory=list)
+    similar_cases: dict[str, int] | None = None
 
 
 class GateDenied(Exception):
@@ -147,6 +154,7 @@ class ScoringService:
         )
         self.shed_on_deadline = shed_on_deadline
         self.on_batch: Callable[[int], None] | None = None  # e.g. a batch-size histogram
+        self.cases: ReviewService | None = None  # set when analyst review is wired
         self.batcher: MicroBatcher[ScoreJob, ScoreOutcome] = MicroBatcher(
             self._process, batch_max_size, batch_max_wait_ms, queue_capacity
         )
@@ -344,6 +352,25 @@ class ScoringService:
             )
             degraded.append("features_not_recorded")
         lat["ingest"] = (time.perf_counter() - t2) * 1e3
+        similar, case_id = None, None
+        if self.cases is not None and decision.action in ("review", "decline"):
+            t_case = time.perf_counter()
+            try:
+                similar = self.cases.similar_mix(s.embedding, tenant, _entities(payment))
+                case_id = self.cases.open_case(
+                    payment,
+                    tenant,
+                    s.score,
+                    "decline" if decision.action == "decline" else "review",
+                    reasons,
+                    s.served_by,
+                    self.engine.bundle.version,
+                    s.embedding,
+                )
+            except Exception:  # the decision stands; the missing case is flagged and logged
+                log.exception("case for %s not recorded", payment.event_id)
+                degraded.append("case_not_recorded")
+            lat["retrieval"] = (time.perf_counter() - t_case) * 1e3
         t3 = time.perf_counter()
         lat["total"] = (t3 - job.started_at) * 1e3
         receipt = self.audit.append(
@@ -364,6 +391,8 @@ class ScoringService:
                 "reasons": reasons,
                 "shadow_rules": decision.shadow,
                 "degraded": degraded,
+                "case_id": case_id,
+                "similar_cases": similar,
                 "latency_ms": round(lat["total"], 3),
             }
         )
@@ -383,6 +412,7 @@ class ScoringService:
             rung=s.rung,
             batch_size=batch_size,
             degraded=degraded,
+            similar_cases=similar,
         )
         self.idempotency.put(caller, job.key, job.body_hash, dict(out.__dict__))
         return out

@@ -59,6 +59,14 @@ class Settings(BaseSettings):
         "opa_server = ask the OPA server at RISKGRAPH_OPA_URL",
     )
     opa_url: str = Field("http://127.0.0.1:8181", description="RISKGRAPH_OPA_URL")
+    case_db_path: Path | None = Field(
+        None,
+        description="RISKGRAPH_CASE_DB_PATH; the SQLite case store of analyst review "
+        "(default: cases.sqlite beside the audit log)",
+    )
+    similar_cases_k: int = Field(
+        10, ge=1, le=100, description="RISKGRAPH_SIMILAR_CASES_K; precedents shown per case"
+    )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="RISKGRAPH_KAFKA_BOOTSTRAP")
     audit_topic: str = Field(
         "audit",
@@ -150,6 +158,11 @@ class Settings(BaseSettings):
                     "refusing to start in production with default secrets: " + ", ".join(bad)
                 )
         return self
+
+
+def case_db(settings: Settings) -> Path:
+    """Where the case store lives: ``case_db_path``, or beside the audit log."""
+    return settings.case_db_path or settings.audit_path.with_name("cases.sqlite")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from feature_stream.event_io import RawRecord
 from feature_stream.events import TOPICS, InvalidEvent, Payment, parse_event
 from services.api.metrics import ApiMetrics
+from services.api.review import add_review_routes
 from services.api.schemas import ErrorResponse, EventsResponse, ScoreRequest, ScoreResponse
 from services.auth import AuthError, Principal, bearer
 from services.container import Container
@@ -214,6 +215,7 @@ def create_app(container: Container) -> FastAPI:
             shadow_scores=out.shadow_scores,
             shadow_rules=out.shadow_rules,
             degraded=out.degraded,
+            similar_cases=out.similar_cases,
         )
 
     @app.post("/v1/events", response_model=EventsResponse, tags=["ingest"], responses=AUTH_ERRORS)
@@ -242,4 +244,5 @@ def create_app(container: Container) -> FastAPI:
         metrics.events.labels("dead_letter").inc(len(rejected))
         return EventsResponse(accepted=accepted, duplicates=duplicates, rejected=rejected)
 
+    add_review_routes(app, Depends(authenticate), container.review)
     return app

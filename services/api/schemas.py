@@ -51,7 +51,13 @@ class ScoreResponse(BaseModel):
     degraded: list[str] = Field(
         default_factory=list,
         description="What this answer had to do without: features_unavailable (scored "
-        "without online features), features_not_recorded (its features wait in dead letters)",
+        "without online features), features_not_recorded (its features wait in dead letters), "
+        "case_not_recorded (flagged, but its review case could not be stored)",
+    )
+    similar_cases: dict[str, int] | None = Field(
+        None,
+        description="For a flagged payment: how the most similar resolved cases ended "
+        '(e.g. {"fraud": 7, "legit": 3}); null before any verdict or without a GNN embedding',
     )
 
 
@@ -63,3 +69,10 @@ class EventsResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class VerdictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["fraud", "legit", "escalate"]
+    note: str = Field("", max_length=2000)
