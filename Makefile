@@ -26,9 +26,10 @@ lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy feature_stream gnn services
 
-test: install ## install everything, start the real services the tests need, run every test (CI)
+test: install ## install everything (Chromium too), start the real services, run every test (CI)
 	$(MAKE) lint
 	$(MAKE) policy-check
+	bash deploy/chromium.sh install
 	PY=$(abspath $(PY)) bash deploy/with-services.sh kafka neo4j redis opa -- $(VENV)/bin/pytest -q
 
 policy-check: install ## opa fmt, opa check --strict, opa test with coverage >= 90%, Wasm build fresh
