@@ -7,10 +7,23 @@ from pathlib import Path
 import pytest
 
 from services.audit import FileAuditSink
+from services.auth import verify_token
 from services.cli import main
+from services.settings import DEV_TOKEN_SECRET
 
 SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
-    (): ("generate", "train", "serve", "demo", "convert", "backtest", "audit", "--verbose"),
+    (): (
+        "generate",
+        "train",
+        "serve",
+        "demo",
+        "convert",
+        "backtest",
+        "audit",
+        "token",
+        "--verbose",
+    ),
+    ("token", "new"): ("--user", "--tenant", "--roles", "--ttl-hours"),
     ("generate",): ("--out", "--seed", "--accounts", "--days", "--invalid-rate", "--quiet"),
     ("train",): ("--stream", "--out", "--epochs", "--seed", "--holdout-days", "--quiet"),
     ("serve",): ("--model", "--history", "--host", "--port"),
@@ -39,7 +52,7 @@ SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
         "--quiet",
     ),
     ("audit",): ("verify",),
-    ("audit", "verify"): ("path",),
+    ("audit", "verify"): ("path", "--kafka-topic", "--bootstrap"),
 }
 
 
@@ -95,3 +108,10 @@ def test_audit_verify_broken(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     path.write_text(text[0] + text[2])
     assert main(["audit", "verify", str(path)]) == 1
     assert "BROKEN at record 1" in capsys.readouterr().err
+
+
+def test_token_new_prints_a_token_the_api_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "new", "--user", "ana", "--tenant", "acme", "--roles", "auditor"]) == 0
+    token = capsys.readouterr().out.strip()
+    who = verify_token(DEV_TOKEN_SECRET, token)
+    assert (who.id, who.tenant, who.roles, who.kind) == ("ana", "acme", ("auditor",), "analyst")
