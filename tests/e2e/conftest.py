@@ -178,7 +178,7 @@ def live_api(tmp_path: Path, bundle: ModelBundle) -> Iterator[LiveApi]:  # noqa:
         container.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: install Debian's chromium package"
     with sync_playwright() as pw:

@@ -7,6 +7,7 @@ opens a case; everything else is production's wiring (Wasm policy, in-memory sto
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,6 @@ from services.settings import DEV_TOKEN_SECRET
 from tests.services.api_harness import App, body, make_app
 
 FLAG_ALL = {"riskgraph": {"decision": {"config": {"review_threshold": 0.0}}}}
-NOW = datetime.now(UTC)
 
 
 def token(roles: list[str], user: str = "ana", tenant: str = "default") -> dict[str, str]:
@@ -35,9 +35,9 @@ AUDITOR = token(["auditor"], user="aud")
 
 
 def pay(tx: str, seconds_ago: float, **changes: Any) -> dict[str, Any]:
-    return body(
-        transaction_id=tx, event_time=(NOW - timedelta(seconds=seconds_ago)).isoformat(), **changes
-    )
+    """A payment ``seconds_ago`` before now (verdicts are labels at the wall clock's time)."""
+    when = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+    return body(transaction_id=tx, event_time=when.isoformat(), **changes)
 
 
 @pytest.fixture
@@ -99,13 +99,14 @@ def test_the_case_page_has_evidence_subgraph_and_timeline(review: App) -> None:
 def test_a_verdict_labels_the_graph_is_audited_and_changes_the_next_connected_score(
     tmp_path: Path, bundle: ModelBundle
 ) -> None:
-    later = pay("tx-next", -5, account_id="acc-2", card_id="card-2")  # same device, 5 s ahead
+    # same device, a minute ahead: after the verdict below, however slow the machine
+    later = pay("tx-next", -60, account_id="acc-2", card_id="card-2")
     with make_app(tmp_path / "twin", bundle, policy=WasmPolicy(data_overrides=FLAG_ALL)) as twin:
         score(twin, pay("tx-a", 600))
         without = score(twin, later)
     with make_app(tmp_path / "real", bundle, policy=WasmPolicy(data_overrides=FLAG_ALL)) as a:
         score(a, pay("tx-a", 600))
-        assert a.c.graph.label("tx-a", NOW.timestamp() + 60) == LABEL_UNKNOWN
+        assert a.c.graph.label("tx-a", time.time() + 60) == LABEL_UNKNOWN
         r = a.client.post(
             "/v1/cases/case-tx-a/verdict",
             json={"verdict": "fraud", "note": "customer confirmed card stolen"},
@@ -125,7 +126,7 @@ def test_a_verdict_labels_the_graph_is_audited_and_changes_the_next_connected_sc
             and record["hash"] == answer["receipt"]["hash"]
         )
         assert "stolen" not in str(record)  # the note is kept as a keyed hash only
-        assert a.c.graph.label("tx-a", NOW.timestamp() + 60) == LABEL_FRAUD
+        assert a.c.graph.label("tx-a", time.time() + 1) == LABEL_FRAUD
         with_verdict = score(a, later)
     assert "known_fraud_on_device" in with_verdict["reasons"]
     assert "known_fraud_on_device" not in without["reasons"]
