@@ -99,7 +99,7 @@ def narrative(
     ]
     if case.reasons:
         parts.append("Reasons: " + ", ".join(r.replace("_", " ") for r in case.reasons) + ".")
-    raising = [d for d in top_drivers if float(d.get("contribution") or 0.0) > 0][:3]
+    raising = [d for d in top_drivers if float(d.get("contribution") or 0.0) >= 0.01][:3]
     if raising:
         named = [
             f"{d['type']} {mask(d['type'], str(d['id']))} (hop {d['hop']}"

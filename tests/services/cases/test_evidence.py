@@ -79,3 +79,20 @@ def test_drivers_are_entities_by_influence_and_the_narrative_cites_precedents() 
     assert "device •••2345" in text and "dev-12345" not in text  # masked as the page shows it
     assert "card •••-777" not in text  # only drivers that raised the score are named
     assert "score_decline" in text and "0.93" in text
+
+
+def test_negligible_drivers_are_not_named() -> None:
+    case = make_case("tx-1")
+    tiny = [
+        {
+            "index": 2,
+            "type": "device",
+            "id": "dev-1",
+            "hop": 1,
+            "label": None,
+            "contribution": 0.004,
+        }
+    ]
+    text = narrative(case, [], tiny, [], mask)
+    assert "dev-1" not in text and "•••ev-1" not in text
+    assert "No single neighbour raised the score" in text
