@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from services.policy import PolicyEvaluator
 from services.scoring import ScoringService
 from services.settings import Settings, case_db
 
+log = logging.getLogger("riskgraph.container")
+
 
 @dataclass
 class Container:
@@ -44,6 +48,7 @@ class Container:
 
     def close(self) -> None:
         self.scoring.close()  # answer what is queued before closing what it writes to
+        self.review.index.save(index_dir(self.settings))
         self.review.store.close()
         self.audit.close()
         self.policy.close()
@@ -117,7 +122,7 @@ def build_container(
     cases = cases if cases is not None else SqliteCaseStore(case_db(settings))
     review = ReviewService(
         cases,
-        similar_index(cases, engine.embedding_dim),
+        similar_index(cases, engine.embedding_dim, index_dir(settings)),
         policy,
         audit,
         scoring,
@@ -158,6 +163,7 @@ def build_run_container(
     case_path = workdir / "cases.sqlite"
     for old in (audit_path, head_path(audit_path), dead_path, case_path):
         old.unlink(missing_ok=True)
+    shutil.rmtree(case_path.with_suffix(".faiss"), ignore_errors=True)
     container = build_container(
         Settings(
             audit_path=audit_path, dead_letter_path=dead_path, case_db_path=case_path, **settings
@@ -182,11 +188,33 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def similar_index(cases: CaseStore, dim: int) -> SimilarCaseIndex:
-    """The similar-case index over every resolved case already in the store."""
-    index = SimilarCaseIndex(dim)
+def similar_index(cases: CaseStore, dim: int, directory: Path | None = None) -> SimilarCaseIndex:
+    """The similar-case index over every resolved case in the store: the copy saved in
+    ``directory`` at the last shutdown when there is a usable one (rebuilding a million-case
+    HNSW takes minutes), caught up with any verdict it missed; else built from the store."""
+    index = None
+    if directory is not None and directory.is_dir():
+        try:
+            index = SimilarCaseIndex.load(directory)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("similar-case index in %s unusable (%s); rebuilding", directory, exc)
+        if index is not None and index.dim != dim:
+            log.warning(
+                "similar-case index in %s has dim %d, model %d; rebuilding",
+                directory,
+                index.dim,
+                dim,
+            )
+            index = None
+    if index is None:
+        index = SimilarCaseIndex(dim)
     index.add_from(cases)
     return index
+
+
+def index_dir(settings: Settings) -> Path:
+    """Where the similar-case index is saved at shutdown: beside the case store."""
+    return case_db(settings).with_suffix(".faiss")
 
 
 def build_audit(settings: Settings) -> AuditSink:

@@ -13,11 +13,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from feature_stream.graph_store import LABEL_FRAUD, LABEL_UNKNOWN
 from gnn.artifact import ModelBundle
 from services.auth import issue_token
+from services.cases.similar import SimilarCaseIndex
 from services.policy_opa import WasmPolicy
 from services.settings import DEV_TOKEN_SECRET
 from tests.services.api_harness import App, body, make_app
@@ -199,3 +201,22 @@ def test_alerts_sharing_a_device_form_a_ring_with_a_bulk_verdict(review: App) ->
     assert {c["status"] for c in r.json()["cases"]} == {"fraud"}
     assert len(analyst_records(review, "bulk_label")) >= 2
     assert review.client.get("/v1/rings", headers=SENIOR).json()["rings"] == []
+
+
+def test_the_index_is_saved_at_shutdown_and_caught_up_at_start(
+    tmp_path: Path, bundle: ModelBundle
+) -> None:
+    with make_app(tmp_path, bundle, policy=WasmPolicy(data_overrides=FLAG_ALL)) as a:
+        score(a, pay("tx-a", 900))
+        score(a, pay("tx-b", 600, account_id="acc-b", card_id="card-b"))
+        a.client.post("/v1/cases/case-tx-a/verdict", json={"verdict": "fraud"}, headers=ANALYST)
+        # resolved behind the service's back (e.g. a crash after the store's write)
+        a.c.review.store.set_verdict("case-tx-b", "legit", "ops", "", time.time())
+        assert a.c.review.index.ids() == ["case-tx-a"]
+    saved = SimilarCaseIndex.load(tmp_path / "cases.faiss")
+    assert saved.ids() == ["case-tx-a"]
+    # mark the saved copy, to see that start-up loads it rather than rebuilding from the store
+    saved.add("case-marker", np.ones(saved.dim, dtype=np.float32))
+    saved.save(tmp_path / "cases.faiss")
+    with make_app(tmp_path, bundle, policy=WasmPolicy(data_overrides=FLAG_ALL)) as again:
+        assert sorted(again.c.review.index.ids()) == ["case-marker", "case-tx-a", "case-tx-b"]
