@@ -49,7 +49,7 @@ class Container:
     def close(self) -> None:
         self.scoring.close()  # answer what is queued before closing what it writes to
         self.review.index.save(index_dir(self.settings))
-        self.review.store.close()
+        self.review.close()
         self.audit.close()
         self.policy.close()
         self.dead_letters.close()
@@ -130,6 +130,14 @@ def build_container(
         k=settings.similar_cases_k,
     )
     scoring.cases = review
+    if settings.mode == "service":
+        from feature_stream.kafka_io import KafkaEventSink
+
+        review.publish_labels_to(
+            KafkaEventSink(
+                settings.kafka_bootstrap, prefix=settings.topic_prefix, client_id="riskgraph-review"
+            )
+        )
     return Container(
         settings,
         graph,

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
         10, ge=1, le=100, description="RISKGRAPH_SIMILAR_CASES_K; precedents shown per case"
     )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="RISKGRAPH_KAFKA_BOOTSTRAP")
+    topic_prefix: str = Field(
+        "", description="RISKGRAPH_TOPIC_PREFIX; prefix of every Kafka topic (as the stream worker)"
+    )
     audit_topic: str = Field(
         "audit",
         description="RISKGRAPH_AUDIT_TOPIC; in service mode every audit record is also "

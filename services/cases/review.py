@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from feature_stream.event_io import EventSink
 from feature_stream.events import LabelEvent, Payment
 from feature_stream.graph_schema import NODE_TYPES
 from feature_stream.graph_store import LABEL_FRAUD, LABEL_LEGIT, Subgraph
@@ -89,6 +90,26 @@ class ReviewService:
         self._explained: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._explained_lock = threading.Lock()
         self.publish_label: Callable[[LabelEvent], None] = self._fuse_label
+        self._label_sink: EventSink | None = None
+
+    def publish_labels_to(self, sink: EventSink) -> None:
+        """Service mode: a verdict's label is also sent to the labels topic (``sink``), so the
+        stream workers write it to Neo4j and Redis and every replica's window gets it; it is
+        still fused here first, so this replica's next score sees it at once. A verdict is
+        answered only once the broker has acknowledged its label."""
+        self._label_sink = sink
+
+        def publish(label: LabelEvent) -> None:
+            self._fuse_label(label)
+            sink.send(label.model_dump(mode="json"))
+            sink.flush()
+
+        self.publish_label = publish
+
+    def close(self) -> None:
+        if self._label_sink is not None:
+            self._label_sink.close()
+        self.store.close()
 
     # -- from the scoring path -------------------------------------------------------------------
     def open_case(

@@ -7,7 +7,9 @@ opens a case; everything else is production's wiring (Wasm policy, in-memory sto
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from feature_stream.events import LabelEvent, parse_event
 from feature_stream.graph_store import LABEL_FRAUD, LABEL_UNKNOWN
+from feature_stream.kafka_io import KafkaEventSource
 from gnn.artifact import ModelBundle
 from services.auth import issue_token
 from services.cases.similar import SimilarCaseIndex
@@ -24,6 +28,7 @@ from services.policy_opa import WasmPolicy
 from services.settings import DEV_TOKEN_SECRET
 from tests.services.api_harness import App, body, make_app
 
+BOOTSTRAP = os.environ.get("RISKGRAPH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 FLAG_ALL = {"riskgraph": {"decision": {"config": {"review_threshold": 0.0}}}}
 
 
@@ -220,3 +225,30 @@ def test_the_index_is_saved_at_shutdown_and_caught_up_at_start(
     saved.save(tmp_path / "cases.faiss")
     with make_app(tmp_path, bundle, policy=WasmPolicy(data_overrides=FLAG_ALL)) as again:
         assert sorted(again.c.review.index.ids()) == ["case-marker", "case-tx-a", "case-tx-b"]
+
+
+@pytest.mark.integration
+def test_in_service_mode_a_verdict_label_goes_to_the_labels_topic(
+    tmp_path: Path, bundle: ModelBundle
+) -> None:
+    """Needs Kafka (``deploy/services.sh up kafka``): the label reaches the topic the stream
+    workers read, and this replica's graph has it too."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}-"
+    with make_app(
+        tmp_path,
+        bundle,
+        policy=WasmPolicy(data_overrides=FLAG_ALL),
+        mode="service",
+        kafka_bootstrap=BOOTSTRAP,
+        topic_prefix=prefix,
+    ) as a:
+        score(a, pay("tx-a", 600))
+        r = a.client.post("/v1/cases/case-tx-a/verdict", json={"verdict": "fraud"}, headers=ANALYST)
+        assert r.status_code == 200, r.text
+        assert a.c.graph.label("tx-a", time.time() + 1) == LABEL_FRAUD
+    (record,) = [
+        r.value for r in KafkaEventSource(BOOTSTRAP, [prefix + "labels"], idle_timeout_s=3)
+    ]
+    label = parse_event(record)
+    assert isinstance(label, LabelEvent)
+    assert (label.transaction_id, label.is_fraud, label.source) == ("tx-a", True, "analyst")
