@@ -356,7 +356,7 @@ class ScoringService:
         if self.cases is not None and decision.action in ("review", "decline"):
             t_case = time.perf_counter()
             try:
-                similar = self.cases.similar_mix(s.embedding, tenant, _entities(payment))
+                similar = self.cases.similar_mix(s.embedding, tenant, payment_entities(payment))
                 case_id = self.cases.open_case(
                     payment,
                     tenant,
@@ -458,12 +458,13 @@ def decision_input(
         "amount": payment.amount,
         "currency": payment.currency,
         "features": scored.features,
-        "entities": _entities(payment),
+        "entities": payment_entities(payment),
         "model": {"version": model_version, "served_by": scored.served_by},
     }
 
 
-def _entities(p: Payment) -> dict[str, str]:
+def payment_entities(p: Payment) -> dict[str, str]:
+    """The ids a payment touches, by key (``device_id`` and ``ip`` only when present)."""
     out = {"account_id": p.account_id, "card_id": p.card_id, "merchant_id": p.merchant_id}
     if p.device_id is not None:
         out["device_id"] = p.device_id

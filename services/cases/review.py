@@ -45,7 +45,7 @@ from services.cases.model import Action, Case, CaseStatus, SortKey, Verdict, cas
 from services.cases.similar import SimilarCaseIndex
 from services.cases.store import CaseStore
 from services.policy import PolicyEvaluator, ReviewResult
-from services.scoring import ScoringService
+from services.scoring import ScoringService, payment_entities
 
 PII_KINDS = ("account", "card", "device", "ip")
 LABELS = {LABEL_FRAUD: "fraud", LABEL_LEGIT: "legit"}
@@ -139,7 +139,7 @@ class ReviewService:
                 model_version=model_version,
                 amount=payment.amount,
                 currency=payment.currency,
-                entities=entities_of(payment),
+                entities=payment_entities(payment),
                 status="open",
                 embedding=tuple(float(x) for x in embedding) if embedding is not None else None,
             )
@@ -464,15 +464,6 @@ class Ring:
             "max_score": max(c.score for c in self.cases),
             "total_amount": round(sum(c.amount for c in self.cases), 2),
         }
-
-
-def entities_of(p: Payment) -> dict[str, str]:
-    out = {"account_id": p.account_id, "card_id": p.card_id, "merchant_id": p.merchant_id}
-    if p.device_id is not None:
-        out["device_id"] = p.device_id
-    if p.ip is not None:
-        out["ip"] = p.ip
-    return out
 
 
 def summary(case: Case, unmask: bool, full: bool = False) -> dict[str, Any]:
