@@ -12,6 +12,7 @@ from feature_stream.event_io import InMemoryEventSink
 from feature_stream.events import LabelEvent, Payment
 from feature_stream.feature_memory import InMemoryFeatureStore
 from feature_stream.graph_memory import InMemoryGraphStore
+from feature_stream.graph_store import Subgraph
 from feature_stream.ingest import Ingestor
 from gnn.engine import Prepared, prepare
 from tests.factories import label, login, payment
@@ -85,3 +86,21 @@ def build_world(seed: int = 0) -> World:
 @pytest.fixture(scope="session")
 def world() -> World:
     return build_world()
+
+
+def rebuilt(g: Subgraph, nodes: list[int], edges: list[int]) -> Subgraph:
+    """``g`` keeping the nodes ``nodes`` (new index → old index) and the edges ``edges``, in
+    those orders; edge ends are renumbered."""
+    new = {old: i for i, old in enumerate(nodes)}
+    return Subgraph(
+        t=g.t,
+        node_type=[g.node_type[i] for i in nodes],
+        node_id=[g.node_id[i] for i in nodes],
+        node_attr=[g.node_attr[i] for i in nodes],
+        node_hop=[g.node_hop[i] for i in nodes],
+        src=[new[g.src[e]] for e in edges],
+        dst=[new[g.dst[e]] for e in edges],
+        rel=[g.rel[e] for e in edges],
+        edge_ts=[g.edge_ts[e] for e in edges],
+        max_time_used=g.max_time_used,
+    )

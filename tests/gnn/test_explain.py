@@ -18,7 +18,7 @@ from gnn.artifact import ModelBundle
 from gnn.engine import ScoringEngine
 from gnn.explain import Explanation, explain, occlusion_logits
 from gnn.tensorize import tensorize
-from tests.gnn.conftest import FANOUTS, World
+from tests.gnn.conftest import FANOUTS, World, rebuilt
 from tests.gnn.test_model import fit_baseline, fit_gnn
 
 
@@ -44,20 +44,8 @@ def model_logit(engine: ScoringEngine, g: Subgraph, features: list[float]) -> fl
 def without(g: Subgraph, node: int | None = None, edge: int | None = None) -> Subgraph:
     """``g`` with a node (renumbered away, with its edges) or one edge deleted."""
     nodes = [i for i in range(g.num_nodes) if i != node]
-    new = {old: i for i, old in enumerate(nodes)}
     edges = [e for e in range(g.num_edges) if e != edge and node not in (g.src[e], g.dst[e])]
-    return Subgraph(
-        t=g.t,
-        node_type=[g.node_type[i] for i in nodes],
-        node_id=[g.node_id[i] for i in nodes],
-        node_attr=[g.node_attr[i] for i in nodes],
-        node_hop=[g.node_hop[i] for i in nodes],
-        src=[new[g.src[e]] for e in edges],
-        dst=[new[g.dst[e]] for e in edges],
-        rel=[g.rel[e] for e in edges],
-        edge_ts=[g.edge_ts[e] for e in edges],
-        max_time_used=g.max_time_used,
-    )
+    return rebuilt(g, nodes, edges)
 
 
 def relations(g: Subgraph) -> set[tuple[int, int, int]]:

@@ -26,7 +26,7 @@ from gnn.engine import ScoringEngine, prepare
 from gnn.model import TemporalHeteroGNN
 from gnn.tensorize import tensorize
 from tests.factories import payment
-from tests.gnn.conftest import FANOUTS, World
+from tests.gnn.conftest import FANOUTS, World, rebuilt
 
 
 def fit_gnn(world: World, seed: int, epochs: int = 30) -> TemporalHeteroGNN:
@@ -63,20 +63,7 @@ def bundle(world: World) -> ModelBundle:
 def permuted(g: Subgraph, rng: random.Random) -> Subgraph:
     """The same subgraph with nodes 1.. and all edges listed in another order."""
     order = [0, *rng.sample(range(1, g.num_nodes), g.num_nodes - 1)]  # new index → old index
-    new = {old: i for i, old in enumerate(order)}
-    edges = rng.sample(range(g.num_edges), g.num_edges)
-    return Subgraph(
-        t=g.t,
-        node_type=[g.node_type[o] for o in order],
-        node_id=[g.node_id[o] for o in order],
-        node_attr=[g.node_attr[o] for o in order],
-        node_hop=[g.node_hop[o] for o in order],
-        src=[new[g.src[e]] for e in edges],
-        dst=[new[g.dst[e]] for e in edges],
-        rel=[g.rel[e] for e in edges],
-        edge_ts=[g.edge_ts[e] for e in edges],
-        max_time_used=g.max_time_used,
-    )
+    return rebuilt(g, order, rng.sample(range(g.num_edges), g.num_edges))
 
 
 class ScorerChecks:
