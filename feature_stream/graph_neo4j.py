@@ -261,21 +261,26 @@ class Neo4jGraphStore(GraphStore):
 
     # -- reads ----------------------------------------------------------------------------------
     def _transaction(self, transaction_id: str) -> TxnRecord | None:
-        rows = self._read(cy.Q_TXN, id=transaction_id)
-        if not rows:
-            return None
-        r = rows[0]
-        return TxnRecord(
-            transaction_id,
-            float(r["ts"]),
-            r["account"],
-            r["card"],
-            r["merchant"],
-            r["device"],
-            r["ip"],
-            float(r["amount"]),
-            r["channel"],
-        )
+        return self.transactions([transaction_id]).get(transaction_id)
+
+    def transactions(self, transaction_ids: Sequence[str]) -> dict[str, TxnRecord]:
+        ids = list(dict.fromkeys(transaction_ids))
+        if not ids:
+            return {}
+        return {
+            r["id"]: TxnRecord(
+                r["id"],
+                float(r["ts"]),
+                r["account"],
+                r["card"],
+                r["merchant"],
+                r["device"],
+                r["ip"],
+                float(r["amount"]),
+                r["channel"],
+            )
+            for r in self._read(cy.Q_TXNS, ids=ids)
+        }
 
     def _labels_for(self, transaction_ids: list[str]) -> dict[str, list[StoredLabel]]:
         out: dict[str, list[StoredLabel]] = {}

@@ -235,9 +235,10 @@ WITH count(DISTINCT l.txn) AS nodes
 RETURN 'labels' AS what, nodes, 0 AS ends, 0 AS hidden"""
 )
 
-Q_TXN = """
-MATCH (t:Transaction {ns: $ns, id: $id})
-RETURN t.ts AS ts, t.account AS account, t.card AS card, t.merchant AS merchant,
+Q_TXNS = """
+UNWIND $ids AS id
+MATCH (t:Transaction {ns: $ns, id: id})
+RETURN id, t.ts AS ts, t.account AS account, t.card AS card, t.merchant AS merchant,
   t.device AS device, t.ip AS ip, t.amount AS amount, t.channel AS channel
 """
 

@@ -129,6 +129,12 @@ class GraphStore(abc.ABC):
         """The stored payment, or ``None`` if unknown or evicted."""
         return self._transaction(transaction_id)
 
+    def transactions(self, transaction_ids: Sequence[str]) -> dict[str, TxnRecord]:
+        """The stored payments among ``transaction_ids`` by id (unknown or evicted ones are left
+        out); implementations may answer in one round trip."""
+        found = {tid: self._transaction(tid) for tid in dict.fromkeys(transaction_ids)}
+        return {tid: rec for tid, rec in found.items() if rec is not None}
+
     def label(self, transaction_id: str, as_of: float) -> int:
         """The label of a payment as known strictly before ``as_of`` (``LABEL_*``)."""
         return self._label(transaction_id, as_of)

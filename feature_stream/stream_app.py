@@ -9,9 +9,15 @@ account id) in one consumer group and, per batch:
    observations to the feature store (:func:`apply_batch`), retrying with capped exponential
    backoff while a store is unavailable;
 3. publishes every accepted event to the ``graph-changelog`` topic (header
-   :data:`~feature_stream.kafka_io.PRODUCED_AT_HEADER` carries the source record's timestamp),
-   concurrently with step 2 — replicas may see a batch up to one batch before Neo4j does;
+   :data:`~feature_stream.kafka_io.PRODUCED_AT_HEADER` carries the source record's timestamp)
+   as soon as it is validated, before step 2 — replicas may see up to ``pipeline_depth``
+   batches before Neo4j does;
 4. commits the batch's offsets once steps 2 and 3 are both acknowledged.
+
+Batches are pipelined: while one batch is written to the stores (in a thread, so Neo4j's
+server time overlaps Python's work), the next ones are fetched, validated and published, up to
+``pipeline_depth`` batches in flight. Writes run strictly in batch order, and so do commits; a
+batch whose write fails stops every batch after it from being written or committed.
 
 Delivery and resume semantics (*exactly once in effect*):
 
@@ -109,6 +115,12 @@ class StreamConfig(BaseSettings):
     batch_max: int = Field(1000, ge=1, description="RISKGRAPH_BATCH_MAX; records per sink write")
     poll_timeout_ms: int = Field(100, ge=1, description="RISKGRAPH_POLL_TIMEOUT_MS")
     align_max_wait_s: float = Field(0.5, ge=0, description="RISKGRAPH_ALIGN_MAX_WAIT_S")
+    pipeline_depth: int = Field(
+        2,
+        ge=1,
+        description="RISKGRAPH_PIPELINE_DEPTH; batches in flight: the next batch is parsed and "
+        "published while the previous one is written (writes and commits stay in order)",
+    )
     retry_initial_s: float = Field(0.2, gt=0, description="RISKGRAPH_RETRY_INITIAL_S")
     retry_max_s: float = Field(5.0, gt=0, description="RISKGRAPH_RETRY_MAX_S")
     give_up_after_s: float = Field(240.0, gt=0, description="RISKGRAPH_GIVE_UP_AFTER_S")
@@ -138,6 +150,9 @@ class StreamMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+
+
+_EVENT_TYPES = ("payment", "device", "social", "label")
 
 
 class SinkUnavailable(RuntimeError):
@@ -178,15 +193,17 @@ def apply_batch(
     so re-running the same batch writes whatever is missing and nothing twice. (Marking first,
     as :meth:`Ingestor.apply` does in-process, would skip a replayed event whose writes never
     happened.) Labels find their payment in this batch or in the graph; a payment finds the
-    labels stored before it (one graph read per batch).
+    labels stored before it (two graph reads per batch).
     """
     if not events:
         return 0, 0
     graph.add_many(events)
-    in_batch = {e.event_id: _txn(e) for e in events if e.type == "payment"}
+    known = {e.event_id: _txn(e) for e in events if e.type == "payment"}
+    wanted = [e.transaction_id for e in events if e.type == "label"]
+    known |= graph.transactions([t for t in wanted if t not in known])  # one read per batch
 
     def lookup(tid: str) -> TxnRecord | None:
-        return in_batch.get(tid) or graph.transaction(tid)
+        return known.get(tid)
 
     stored = graph.labels_for([e.event_id for e in events if e.type == "payment"])
     observations = [
@@ -280,6 +297,8 @@ class StreamWorker:
         self._stop = asyncio.Event()
         self._topics = source_topics(cfg.topic_prefix)
         self._plain = {full: plain for plain, full in _topic_map(cfg.topic_prefix).items()}
+        self._consumed = {t: self.metrics.consumed.labels(t) for t in self._plain.values()}
+        self._accepted = {t: self.metrics.accepted.labels(t) for t in _EVENT_TYPES}
         self.batches = 0
         self.processed = 0  # records whose batch was written, published and committed
 
@@ -311,6 +330,7 @@ class StreamWorker:
         await producer.start()
         await consumer.start()
         log.info("stream worker started group=%s topics=%s", cfg.group, list(self._topics.values()))
+        inflight: deque[asyncio.Task[None]] = deque()
         try:
             while not self._stop.is_set():
                 fetched = await consumer.getmany(
@@ -324,45 +344,80 @@ class StreamWorker:
                         behind.add(tp)
                 ready = aligner.release(behind, cfg.batch_max)
                 if ready:
-                    await self._process(ready, producer)
-                    await self._commit(consumer, ready)
-                    self.processed += len(ready)
+                    inflight.append(await self._submit(ready, producer, consumer, inflight))
                     aligner.touch()  # time spent writing is not a partition being idle
+                while inflight and (len(inflight) >= cfg.pipeline_depth or inflight[0].done()):
+                    await inflight.popleft()  # raises what the batch raised: stop fetching
+            while inflight:  # stopping: finish, publish and commit what is in flight
+                await inflight.popleft()
         finally:
+            for task in inflight:
+                task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
             await consumer.stop()
             await producer.stop()
             log.info("stream worker stopped group=%s batches=%d", cfg.group, self.batches)
 
-    async def _process(self, msgs: list[ConsumerRecord[bytes, bytes]], producer: Any) -> None:
+    async def _submit(
+        self,
+        msgs: list[ConsumerRecord[bytes, bytes]],
+        producer: Any,
+        consumer: AIOKafkaConsumer,
+        inflight: deque[asyncio.Task[None]],
+    ) -> asyncio.Task[None]:
+        """Start one batch: parse and publish now; write after the previous batch's write;
+        commit after the previous batch's commit and this batch's write and acks."""
+        previous = inflight[-1] if inflight else None
+        events, acks = await self._publish(msgs, producer)
+
+        async def finish() -> None:
+            await self._write_after(previous, events)
+            await asyncio.gather(*acks)  # acknowledged by the broker before the commit
+            await self._commit(consumer, msgs)
+            self.batches += 1
+            self.processed += len(msgs)
+            log.debug("batch records=%d accepted=%d", len(msgs), len(events))
+
+        return asyncio.ensure_future(finish())
+
+    async def _write_after(self, previous: asyncio.Task[None] | None, events: list[Any]) -> None:
+        """Write ``events`` once the batch before has been written (stores see batches in
+        order). A failed batch fails every batch after it: none of them is written or
+        committed, so a restart replays them all in order."""
+        if previous is not None:
+            await asyncio.shield(previous)
+        await self._write_sinks(events)
+
+    async def _publish(
+        self, msgs: list[ConsumerRecord[bytes, bytes]], producer: Any
+    ) -> tuple[list[AnyEvent], list[asyncio.Future[Any]]]:
+        """Validate a batch, queue its dead letters and changelog records for sending; returns
+        the accepted events (first occurrence of each id) and the send acknowledgements."""
         m = self.metrics
         events: dict[str, tuple[AnyEvent, int]] = {}
         for msg in msgs:
             topic = self._plain.get(msg.topic, msg.topic)
-            m.consumed.labels(topic).inc()
+            (self._consumed.get(topic) or m.consumed.labels(topic)).inc()
             event = self._ingestor.parse(RawRecord(topic, decode(msg.value), msg.offset))
             if event is not None:
                 events.setdefault(event.event_id, (event, msg.timestamp))
         dead, self._dead.records = self._dead.records, []
-        futures = []
+        acks: list[asyncio.Future[Any]] = []
         for d in dead:
             m.dead.labels(str(d["topic"])).inc()
-            futures.append(await producer.send(self._dead_topic, encode(d)))
+            acks.append(await producer.send(self._dead_topic, encode(d)))
+        changelog = self._changelog_topic
         for event, produced_ms in events.values():
-            m.accepted.labels(event.type).inc()
-            futures.append(
+            self._accepted[event.type].inc()
+            acks.append(
                 await producer.send(
-                    self._changelog_topic,
+                    changelog,
                     encode(to_record(event)),
                     key=event.key.encode(),
                     headers=[(PRODUCED_AT_HEADER, str(produced_ms).encode())],
                 )
             )
-        # Publishing overlaps the store writes: replicas see a batch without waiting for Neo4j.
-        # The commit below still waits for both, so a crash replays the batch to both.
-        await self._write_sinks([e for e, _ in events.values()])
-        await asyncio.gather(*futures)  # acknowledged by the broker before the commit
-        self.batches += 1
-        log.debug("batch records=%d accepted=%d dead=%d", len(msgs), len(events), len(dead))
+        return [e for e, _ in events.values()], acks
 
     async def _write_sinks(self, events: list[AnyEvent]) -> None:
         cfg, delay = self.cfg, self.cfg.retry_initial_s

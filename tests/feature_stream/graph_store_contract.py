@@ -351,6 +351,20 @@ class GraphStoreContract:
         )
         assert store.transaction("nope") is None
 
+    def test_transactions_answers_the_stored_ones_in_one_call(self, store: GraphStore) -> None:
+        store.add_many(
+            [
+                payment("t1", 1, account="a1", card="c1", merchant="m", amount=3.0),
+                payment("t2", 2, account="a2", card="c2", merchant="m", device="d", amount=4.5),
+            ]
+        )
+        found = store.transactions(["t2", "missing", "t1", "t2"])
+        assert set(found) == {"t1", "t2"}
+        assert found["t2"] == store.transaction("t2")
+        assert (found["t1"].account_id, found["t1"].amount) == ("a1", 3.0)
+        assert found["t2"].device_id == "d"
+        assert store.transactions([]) == {}
+
     def test_evict_before_drops_old_edges_and_payments(self, store: GraphStore) -> None:
         for k in range(10):
             store.add(payment(f"p{k}", k, account="a", card=f"c{k}", merchant="m"))
