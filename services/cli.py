@@ -192,20 +192,39 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_backtest(args: argparse.Namespace) -> int:
     import math
 
-    from services.backtest.command import backtest_stream, parse_models, window_start
+    from services.backtest.checkpoint import Checkpoint
+    from services.backtest.command import (
+        backtest,
+        check_args,
+        kafka_source,
+        parse_models,
+        parse_policies,
+        retrain_schedule,
+        window_start,
+    )
 
-    stream = Path(args.stream)
+    check_args(args)
+    models = parse_models(args.model)
+    source = Path(args.stream) if args.stream else kafka_source(args)
     until = math.inf if args.until is None else datetime.fromisoformat(args.until).timestamp()
-    metrics = backtest_stream(
-        stream,
-        parse_models(args.model),
+    metrics = backtest(
+        source,
+        models,
         Path(args.out),
-        since=window_start(stream, args.since, args.last_days),
+        since=window_start(source, args.since, args.last_days),
         until=until,
         label_delay_days=args.label_delay_days,
         k=args.k,
         seed=args.seed,
         progress=not args.quiet,
+        policies=parse_policies(args.policy, models),
+        speed=args.speed,
+        retrain=retrain_schedule(args, models),
+        checkpoint=(
+            Checkpoint(Path(args.checkpoint), args.checkpoint_every, args.resume)
+            if args.checkpoint
+            else None
+        ),
     )
     for name, m in metrics["models"].items():
         print(
@@ -215,9 +234,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         )
     for name, d in metrics["deltas_vs_champion"].items():
         a = d["auprc"]
+        act = metrics["action_deltas_vs_champion"][name]
         print(
             f"{name} vs {metrics['champion']}: ΔAUPRC {a['delta']:+.3f} "
-            f"[{a['ci_low']:+.3f}, {a['ci_high']:+.3f}]"
+            f"[{a['ci_low']:+.3f}, {a['ci_high']:+.3f}]  Δalert rate "
+            f"{act['alert_rate']['delta']:+.4f}  Δreviews {act['reviews']['delta']:+d}"
         )
     print(f"report written to {metrics['files']['html']}")
     return 0
@@ -256,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("serve", help="run the scoring API (embedded stores)")
+    s = sub.add_parser(
+        "serve",
+        help="run the scoring API (RISKGRAPH_MODE=embedded: in-process stores; service: "
+        "changelog window + Neo4j, Redis, Kafka)",
+    )
     s.add_argument("--model", help="artifact directory (env RISKGRAPH_MODEL_DIR)")
     s.add_argument("--history", help="stream directory replayed into the graph at start-up")
     s.add_argument("--host", default="127.0.0.1")
@@ -338,16 +363,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "backtest",
-        help="replay a stream through ingest → features → model → decision policy in event "
-        "time; champion vs challengers; HTML + JSON report",
+        help="replay a stream (files or a Kafka time range) through ingest → features → model → "
+        "decision policy in event time; champion vs challengers; HTML + JSON report",
     )
-    b.add_argument("--stream", required=True, help="stream directory (from `generate`)")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--stream", help="stream directory (from `generate`)")
+    src.add_argument(
+        "--kafka-bootstrap",
+        metavar="HOST:PORT",
+        help="read the source topics from this Kafka cluster instead (see --from/--to)",
+    )
+    b.add_argument("--topic-prefix", default="", help="prefix of the Kafka source topics")
+    b.add_argument(
+        "--from",
+        dest="from_time",
+        metavar="ISO",
+        help="Kafka: first produce time read (ISO 8601 with zone; default: topic start)",
+    )
+    b.add_argument(
+        "--to",
+        dest="to_time",
+        metavar="ISO",
+        help="Kafka: produce time where reading stops (default: the end at start-up)",
+    )
     b.add_argument(
         "--model",
         action="append",
         required=True,
         metavar="NAME=DIR",
         help="artifact to score with; repeat for challengers (the first is the champion)",
+    )
+    b.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="decision policy of model NAME: a compiled bundle dir or a data.json override "
+        "(other thresholds); default: the configured policy",
     )
     b.add_argument("--out", required=True, help="report directory (report.html/json, scores)")
     b.add_argument("--since", help="ISO 8601 start of the scored window")
@@ -362,6 +414,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="a label is visible no earlier than this long after its payment (default 0: "
         "from the label's own time)",
     )
+    b.add_argument(
+        "--retrain-every",
+        metavar="DURATION",
+        help="prequential: retrain a model every DURATION of event time (7d, 12h, …) from the "
+        "window start, on the labels visible then",
+    )
+    b.add_argument(
+        "--train-window",
+        metavar="DURATION",
+        help="retraining uses payments of the last DURATION only (default: all replayed)",
+    )
+    b.add_argument(
+        "--retrain-model",
+        metavar="NAME",
+        help="model retrained on schedule (default: the last --model, the challenger)",
+    )
+    b.add_argument(
+        "--train-config", metavar="FILE", help="JSON of gnn.train.TrainConfig fields for retraining"
+    )
+    b.add_argument(
+        "--speed",
+        type=float,
+        help="replay the scored window at N× real time (default: as fast as possible)",
+    )
+    b.add_argument("--checkpoint", metavar="DIR", help="save progress here to resume after a stop")
+    b.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="save at the first chunk boundary after N more records (default 50000)",
+    )
+    b.add_argument("--resume", action="store_true", help="continue from --checkpoint DIR")
     b.add_argument("--k", type=int, default=100, help="cards checked per day for CP@k")
     b.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
     b.add_argument("--quiet", action="store_true", help="no progress bar")

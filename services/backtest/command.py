@@ -1,22 +1,31 @@
-"""``riskgraph backtest``: load the models and the policy, replay, report."""
+"""``riskgraph backtest``: load the models and policies, open the source, replay, report."""
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from feature_stream.event_io import FileEventSource
-from gnn.artifact import load_artifact
+from feature_stream.event_io import EventSource, FileEventSource
+from gnn.artifact import ModelBundle, load_artifact
 from gnn.evaluation import ground_truth
-from gnn.train import DAY, stream_end
+from gnn.train import DAY, TrainConfig, stream_end
+from services.backtest.checkpoint import Checkpoint
 from services.backtest.metrics import compute, truth_from_labels
+from services.backtest.prequential import Retrainer, RetrainSchedule, parse_duration
 from services.backtest.report import write_report
 from services.backtest.run import BacktestConfig, run_backtest
+from services.backtest.sources import KafkaRangeSource
 from services.container import build_policy
+from services.policy import PolicyEvaluator
 from services.settings import Settings
+
+Source = Path | KafkaRangeSource
+"""A stream directory or a Kafka time range."""
 
 
 def parse_models(specs: list[str]) -> dict[str, Path]:
@@ -32,12 +41,94 @@ def parse_models(specs: list[str]) -> dict[str, Path]:
     return out
 
 
-def window_start(stream: Path, since: str | None, last_days: float | None) -> float:
-    """Epoch seconds where scoring starts: ``since`` (ISO 8601), else ``last_days`` before
-    the stream's last payment."""
+def parse_policies(specs: list[str], models: dict[str, Path]) -> dict[str, Path]:
+    """``NAME=PATH`` → ``{model name: policy bundle dir or data.json override}``."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or name not in models:
+            raise ValueError(f"--policy wants NAME=PATH with NAME one of {list(models)}: {spec!r}")
+        out[name] = Path(path)
+    return out
+
+
+def load_policy(spec: Path) -> PolicyEvaluator:
+    """A decision policy for one model name: a compiled bundle directory (``policy.wasm``,
+    ``data.json``, ``revision``: e.g. built by ``policies/build.sh`` from other Rego), or a JSON
+    file deep-merged over the packaged bundle's data (other thresholds, e.g.
+    ``{"riskgraph": {"decision": {"config": {"decline_threshold": 0.8}}}}``). The revision of
+    an override names a digest of the file, so two overrides never look alike in a report."""
+    from services.policy_opa import WasmPolicy
+
+    spec = Path(spec)
+    if spec.is_dir():
+        return WasmPolicy(spec, policy_dir=None)  # its own sources: no staleness check here
+    text = spec.read_text()
+    policy = WasmPolicy(data_overrides=json.loads(text))
+    policy.revision += "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return policy
+
+
+def _aware(text: str, option: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError(f"{option} needs a time zone (…Z or +00:00): {text!r}")
+    return when
+
+
+def kafka_source(args: argparse.Namespace) -> KafkaRangeSource:
+    """The Kafka range of ``--kafka-bootstrap``, ``--topic-prefix``, ``--from``, ``--to``."""
+    return KafkaRangeSource(
+        args.kafka_bootstrap,
+        args.topic_prefix,
+        _aware(args.from_time, "--from") if args.from_time else None,
+        _aware(args.to_time, "--to") if args.to_time else None,
+    )
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse options that would be silently ignored."""
+    if args.stream and (args.topic_prefix or args.from_time or args.to_time):
+        raise ValueError("--topic-prefix, --from and --to read Kafka: use --kafka-bootstrap")
+    if args.resume and not args.checkpoint:
+        raise ValueError("--resume needs --checkpoint DIR")
+    retrain_only = (args.train_window, args.retrain_model, args.train_config)
+    if not args.retrain_every and any(retrain_only):
+        raise ValueError("--train-window, --retrain-model and --train-config need --retrain-every")
+
+
+def retrain_schedule(args: argparse.Namespace, models: dict[str, Path]) -> RetrainSchedule | None:
+    """The prequential schedule of ``--retrain-every`` and its companions (``None``: off)."""
+    if not args.retrain_every:
+        return None
+    name = args.retrain_model or list(models)[-1]
+    if name not in models:
+        raise ValueError(f"--retrain-model {name!r} is not one of {list(models)}")
+    cfg = (
+        TrainConfig.model_validate_json(Path(args.train_config).read_text())
+        if args.train_config
+        else TrainConfig()
+    )
+    return RetrainSchedule(
+        name,
+        parse_duration(args.retrain_every),
+        parse_duration(args.train_window) if args.train_window else None,
+        cfg,
+    )
+
+
+def window_start(source: Source, since: str | None, last_days: float | None) -> float:
+    """Epoch seconds where scoring starts: ``since`` (ISO 8601), else ``last_days`` (default
+    7) before the source's last payment."""
     if since is not None:
         return datetime.fromisoformat(since).timestamp()
-    return stream_end(stream) - (7.0 if last_days is None else last_days) * DAY
+    if isinstance(source, KafkaRangeSource):
+        end = source.last_payment_time()
+        if end is None:
+            raise ValueError(f"no payment in {source.describe()}")
+    else:
+        end = stream_end(source)
+    return end - (7.0 if last_days is None else last_days) * DAY
 
 
 def stream_size(stream: Path) -> int | None:
@@ -56,8 +147,15 @@ def stream_size(stream: Path) -> int | None:
     return sum(r + m for r, m in counts)  # malformed lines are records too (dead letters)
 
 
-def backtest_stream(
-    stream: Path,
+def open_source(source: Source) -> tuple[EventSource, str, int | None]:
+    """The records, their description and their count if known (for the progress bar)."""
+    if isinstance(source, KafkaRangeSource):
+        return source, source.describe(), source.size()
+    return FileEventSource(source), str(source), stream_size(source)
+
+
+def backtest(
+    source: Source,
     models: dict[str, Path],
     out_dir: Path,
     since: float,
@@ -66,26 +164,46 @@ def backtest_stream(
     k: int = 100,
     seed: int = 0,
     progress: bool = True,
+    policies: dict[str, Path] | None = None,
+    speed: float | None = None,
+    retrain: RetrainSchedule | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
-    """Replay a stream directory with each model in ``models`` (the first is the champion)
-    and the configured decision policy; writes the report; returns its metrics."""
-    bundles = {name: load_artifact(path) for name, path in models.items()}
+    """Replay ``source`` with each model in ``models`` (the first is the champion), each
+    under its policy in ``policies`` or else the configured decision policy; retrain, pace
+    and checkpoint as asked; write the report into ``out_dir``; return its metrics.
+
+    Retrained artifacts go to ``out_dir/models``."""
+    loaded: dict[Path, ModelBundle] = {}  # one artifact given twice is loaded (and scored) once
+    for path in models.values():
+        if path not in loaded:
+            loaded[path] = load_artifact(path)
+    bundles = {name: loaded[path] for name, path in models.items()}
     policy = build_policy(Settings())
+    own = {name: load_policy(spec) for name, spec in (policies or {}).items()}
+    records, described, total = open_source(source)
     cfg = BacktestConfig(since=since, until=until, label_delay_s=label_delay_days * DAY)
+    retrainer = (
+        Retrainer(retrain, since, Path(out_dir) / "models", source=described, progress=progress)
+        if retrain is not None
+        else None
+    )
     try:
         run = run_backtest(
-            FileEventSource(stream),
-            bundles,
-            policy,
-            cfg,
-            progress=progress,
-            total=stream_size(stream),
-        )
+            records, bundles, policy, cfg,
+            progress=progress, total=total, policies=own, speed=speed,
+            retrainer=retrainer, checkpoint=checkpoint, source=described,
+        )  # fmt: skip
     finally:
-        policy.close()
-    truth_file = Path(stream) / "ground_truth.csv"
-    truth = ground_truth(stream) if truth_file.exists() else truth_from_labels(run)
+        for p in [policy, *own.values()]:
+            p.close()
+    stream = source if isinstance(source, Path) else None
+    truth = (
+        ground_truth(stream)
+        if stream is not None and (stream / "ground_truth.csv").exists()
+        else truth_from_labels(run)
+    )
     metrics = compute(run, truth, k=k, seed=seed)
-    paths = write_report(run, truth, metrics, out_dir, title=f"riskgraph backtest of {stream}")
+    paths = write_report(run, truth, metrics, out_dir, title=f"riskgraph backtest of {described}")
     metrics["files"] = {k: str(v) for k, v in paths.items()}
     return metrics

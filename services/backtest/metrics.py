@@ -4,12 +4,15 @@ Ranking quality (:func:`gnn.metrics.summary`: AUPRC, ROC AUC, recall at 0.1% and
 Card Precision@k per day (the share of truly compromised cards among the ``k`` an
 investigator can check each day, known-compromised cards excluded), alert rate and review load
 from the policy's actions, fraud amount caught and missed, recall per fraud scenario, the
-scoring time per payment, and champion-vs-challenger deltas with paired bootstrap intervals.
+scoring time per payment, champion-vs-challenger deltas with paired bootstrap intervals, and
+the action deltas between the two (alert rate, review load, declines) that a challenger
+policy bundle or model would bring.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import dataclasses
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -103,6 +106,37 @@ def paired_bootstrap(
     }
 
 
+def action_deltas(
+    payments: Sequence[ScoredPayment], champion: str, challenger: str
+) -> dict[str, Any]:
+    """How ``challenger``'s actions differ from ``champion``'s on the same payments: alert
+    rate (review + decline), review and decline rates, reviews (the review load) in total and
+    per day, and the count of each action change (``"review->decline"``: ...)."""
+    a = [p.actions[champion] for p in payments]
+    b = [p.actions[challenger] for p in payments]
+    n = len(payments)
+    days = len({int(p.t // DAY) for p in payments}) or 1
+
+    def pair(fa: float, fb: float) -> dict[str, float]:
+        return {"champion": fa, "challenger": fb, "delta": fb - fa}
+
+    def share(acts: list[str], kinds: tuple[str, ...]) -> float:
+        return sum(x in kinds for x in acts) / n if n else 0.0
+
+    reviews = (a.count("review"), b.count("review"))
+    return {
+        "alert_rate": pair(share(a, ALERT_ACTIONS), share(b, ALERT_ACTIONS)),
+        "review_rate": pair(share(a, ("review",)), share(b, ("review",))),
+        "decline_rate": pair(share(a, ("decline",)), share(b, ("decline",))),
+        "reviews": pair(*reviews),
+        "reviews_per_day": pair(reviews[0] / days, reviews[1] / days),
+        "changed": sum(x != y for x, y in zip(a, b, strict=True)),
+        "transitions": dict(
+            sorted(Counter(f"{x}->{y}" for x, y in zip(a, b, strict=True) if x != y).items())
+        ),
+    }
+
+
 def compute(
     run: BacktestRun,
     truth: Mapping[str, tuple[int, str]],
@@ -150,6 +184,8 @@ def compute(
                 }
         per_model[name] = {
             "version": run.models[name],
+            "versions": [dataclasses.asdict(c) for c in run.model_changes if c.model == name],
+            "policy_revision": run.policy_revisions.get(name, run.policy_revision),
             **summary(y, s),
             "card_precision_at_k": float(np.mean([c["cp_at_k"] for c in cp])),
             "card_precision_at_k_daily": cp,
@@ -174,6 +210,7 @@ def compute(
         )
         for name in names[1:]
     }
+    actions = {name: action_deltas(pays, champion, name) for name in names[1:]}
     return {
         "champion": champion,
         "k": k,
@@ -182,6 +219,7 @@ def compute(
         "known_compromised_cards": len(known),
         "models": per_model,
         "deltas_vs_champion": deltas,
+        "action_deltas_vs_champion": actions,
         "replay": {
             "events": run.events,
             "dead_letters": run.dead_letters,

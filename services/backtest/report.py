@@ -25,19 +25,23 @@ from services.backtest.run import BacktestRun
 
 def write_scores_csv(run: BacktestRun, truth: Mapping[str, tuple[int, str]], path: Path) -> None:
     """One row per scored payment: ids, time, amount, label, scenario, and per model its
-    score, action and newest input time."""
+    score, action, newest input time and the model version that scored it."""
     names = list(run.models)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
             ["transaction_id", "event_time", "account", "card", "amount", "is_fraud", "scenario"]
-            + [f"{c}_{n}" for n in names for c in ("score", "action", "max_time_used")]
+            + [f"{c}_{n}" for n in names for c in ("score", "action", "max_time_used", "version")]
         )
         for p in run.payments:
             fraud, scenario = truth.get(p.transaction_id, (0, ""))
             w.writerow(
                 [p.transaction_id, p.t, p.account, p.card, p.amount, fraud, scenario]
-                + [v for n in names for v in (p.scores[n], p.actions[n], p.max_time_used[n])]
+                + [
+                    v
+                    for n in names
+                    for v in (p.scores[n], p.actions[n], p.max_time_used[n], p.versions[n])
+                ]
             )
 
 
@@ -98,7 +102,8 @@ def render_html(
 ) -> str:
     names = list(run.models)
     metric_rows = [
-        ("model version", "version"),
+        ("model version (at the start)", "version"),
+        ("decision policy", "policy_revision"),
         ("AUPRC", "auprc"),
         ("ROC AUC", "roc_auc"),
         ("recall @ 0.1% FPR", "recall_at_fpr_0.1%"),
@@ -121,6 +126,29 @@ def render_html(
             for metric, d in per.items()
         ],
     )
+    action_rows = []
+    for n, d in m["action_deltas_vs_champion"].items():
+        for metric in ("alert_rate", "review_rate", "decline_rate", "reviews", "reviews_per_day"):
+            v = d[metric]
+            action_rows.append([n, metric, v["champion"], v["challenger"], v["delta"]])
+        moves = ", ".join(f"{k}: {c}" for k, c in d["transitions"].items()) or "none"
+        action_rows.append([n, "payments with another action", "", d["changed"], moves])
+    actions = _table(["challenger", "metric", m["champion"], "challenger", "Δ"], action_rows)
+    versions = _table(
+        ["model", "version", "scores from", "trained on", "note"],
+        [
+            [
+                n,
+                c["version"],
+                "start" if c["since"] is None
+                else datetime.fromtimestamp(c["since"], UTC).isoformat(),
+                json.dumps(c["trained_on"]) if c["trained_on"] else "",
+                c["error"] or "",
+            ]
+            for n in names
+            for c in m["models"][n]["versions"]
+        ],
+    )  # fmt: skip
     scen = sorted({s for n in names for s in m["models"][n]["per_scenario"]})
     per_scenario = _table(
         ["scenario", "fraud", *(f"{n}: recall @ 1% FPR" for n in names)],
@@ -165,6 +193,8 @@ Decision policy revision {html.escape(m["policy_revision"])}; champion
 <b>{html.escape(m["champion"])}</b>.</p>
 <h2>Headline</h2>{headline}
 <h2>Challengers vs champion (paired bootstrap, {cfg["bootstrap_rounds"]} rounds)</h2>{deltas}
+<h2>Actions: challengers vs champion</h2>{actions}
+<h2>Model versions</h2>{versions}
 <h2>Recall per fraud scenario</h2>{per_scenario}
 <h2>Scoring time per payment (batched)</h2>{latency}
 <h2>Plots</h2>{figures}

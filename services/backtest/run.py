@@ -2,8 +2,9 @@
 
 The code is production's: :class:`~feature_stream.ingest.Ingestor` fuses every event,
 :class:`~gnn.engine.ScoringEngine` scores (one engine per model version, all over the same
-stores), and the decision policy turns each score into an action from the same input the
-API builds (:func:`services.scoring.decision_input`).
+stores, see :class:`~services.backtest.scorer.Scorer`), and each model's decision policy turns
+its score into an action from the same input the API builds
+(:func:`services.scoring.decision_input`).
 
 Order. Events are ingested in event-time order in chunks of ``chunk_s`` of event time; the
 payments of a chunk are then scored, each at its own event time. The stores answer only
@@ -19,16 +20,20 @@ delayed labels wait in a heap and are fused when event time reaches them.
 
 Leakage guard. Every score carries the newest timestamp of anything it used; if one is at or
 after the payment's own time the run stops with :class:`LeakageError`.
+
+Options at chunk boundaries: prequential retraining (:mod:`.prequential`; chunks never
+straddle a retrain time), checkpoints (:mod:`.checkpoint`); and pacing (:mod:`.pacing`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -38,78 +43,126 @@ from feature_stream.feature_memory import InMemoryFeatureStore
 from feature_stream.feature_store import FeatureStore
 from feature_stream.graph_memory import InMemoryGraphStore
 from feature_stream.graph_store import GraphStore
-from feature_stream.ingest import Ingestor
-from gnn.artifact import ModelBundle
-from gnn.engine import ScoringEngine
+from feature_stream.ingest import AnyEvent, Ingestor
+from gnn.artifact import ModelBundle, load_artifact
 from gnn.ladder import Rung
+from services.backtest.checkpoint import Checkpoint, CheckpointState
+from services.backtest.config import (
+    BacktestConfig,
+    BacktestRun,
+    LeakageError,
+    ModelChange,
+    ScoredPayment,
+)
+from services.backtest.pacing import Pacer
+from services.backtest.prequential import Retrainer
+from services.backtest.scorer import Scorer
 from services.policy import PolicyEvaluator
-from services.scoring import decision_input
+
+__all__ = ["BacktestConfig", "BacktestRun", "LeakageError", "ScoredPayment", "run_backtest"]
 
 
-class LeakageError(RuntimeError):
-    """A score used something at or after the payment's own time."""
+class _Replay:
+    """The state of one replay: stores, label heap, pending window, scored rows."""
 
-    def __init__(self, model: str, transaction_id: str, event_time: float, used: float) -> None:
-        super().__init__(
-            f"leakage: model {model!r} scored {transaction_id} (event time {event_time:.3f}) "
-            f"with an input from {used:.3f}, {used - event_time:+.3f} s from it"
+    def __init__(
+        self,
+        scorer: Scorer,
+        cfg: BacktestConfig,
+        retrainer: Retrainer | None,
+    ) -> None:
+        self.cfg = cfg
+        self.scorer = scorer
+        self.dead = InMemoryEventSink()
+        self.ingestor = Ingestor(scorer.graph, scorer.features, self.dead)
+        self.retrainer = retrainer
+        self.changes = [ModelChange(n, v, None) for n, v in scorer.versions.items()]
+        self.artifacts: dict[str, str] = {}  # name → retrained artifact in use
+        self.delayed: list[tuple[float, int, LabelEvent]] = []  # (visible from, order, label)
+        self.pay_time: dict[str, float] = {}
+        self.card_of: dict[str, str] = {}
+        self.labels: dict[str, tuple[bool, float]] = {}
+        self.window: list[Payment] = []
+        self.rows: list[ScoredPayment] = []
+        self.chunk_end = -math.inf
+        self.events = 0
+        self.first_ts, self.last_ts = math.inf, -math.inf
+
+    def restore(self, state: CheckpointState) -> None:
+        self.rows = list(state.rows)
+        self.changes = list(state.model_changes)
+        self.artifacts = dict(state.artifacts)
+        for name, path in self.artifacts.items():
+            self.scorer.swap(name, load_artifact(Path(path)))
+        if self.retrainer is not None:
+            self.retrainer.slots_done = state.retrain_slots_done
+
+    def snapshot(self, position: int, complete: bool = False) -> CheckpointState:
+        slots = self.retrainer.slots_done if self.retrainer is not None else 0
+        return CheckpointState(
+            position, self.rows, self.changes, dict(self.artifacts), slots, complete
         )
-        self.model = model
-        self.transaction_id = transaction_id
-        self.event_time = event_time
-        self.used = used
 
+    def _apply(self, event: AnyEvent, t: float) -> None:
+        self.ingestor.apply(event)
+        self.first_ts, self.last_ts = min(self.first_ts, t), max(self.last_ts, t)
 
-@dataclass(frozen=True)
-class BacktestConfig:
-    """What to score and how.
+    def release(self, until: float, inclusive: bool) -> None:
+        """Fuse the delayed labels visible before ``until`` (or at it, if ``inclusive``)."""
+        d = self.delayed
+        while d and (d[0][0] <= until if inclusive else d[0][0] < until):
+            visible, _, label = heapq.heappop(d)
+            self._apply(label, visible)
 
-    Args:
-        since, until: score payments with ``since <= event time < until`` (epoch seconds);
-            everything before ``since`` is replayed as history.
-        label_delay_s: a label becomes visible no earlier than this long after its payment.
-        chunk_s: seconds of event time ingested before the payments in them are scored.
-        batch_size: payments per engine call.
-        tenant: the tenant the decision policy decides for.
-    """
+    def ingest(self, event: AnyEvent, t: float, live: bool) -> None:
+        """Fuse one event (a label waits for its visibility); queue a payment of the scored
+        window for scoring if ``live``."""
+        self.release(t, inclusive=True)
+        if isinstance(event, LabelEvent):
+            paid = self.pay_time.get(event.transaction_id, -math.inf)
+            visible = max(t, paid + self.cfg.label_delay_s)
+            self.labels[event.transaction_id] = (event.is_fraud, visible)
+            if visible > t:
+                shifted = event.model_copy(
+                    update={"event_time": datetime.fromtimestamp(visible, UTC)}
+                )
+                heapq.heappush(self.delayed, (visible, self.events, shifted))
+                return
+        self._apply(event, t)
+        if isinstance(event, Payment):
+            self.pay_time[event.event_id] = t
+            self.card_of[event.event_id] = event.card_id
+            if self.retrainer is not None:
+                self.retrainer.keep(event)
+            if live and t >= self.cfg.since:
+                self.window.append(event)
 
-    since: float
-    until: float = math.inf
-    label_delay_s: float = 0.0
-    chunk_s: float = 3600.0
-    batch_size: int = 512
-    tenant: str = "default"
+    def score_window(self) -> None:
+        self.release(self.chunk_end, inclusive=False)
+        size = self.cfg.batch_size
+        for i in range(0, len(self.window), size):
+            self.rows.extend(self.scorer.score(self.window[i : i + size]))
+        self.window.clear()
 
-
-@dataclass
-class ScoredPayment:
-    """One payment of the scored window, with every model's answer."""
-
-    transaction_id: str
-    t: float
-    account: str
-    card: str
-    merchant: str
-    amount: float
-    scores: dict[str, float] = field(default_factory=dict)
-    actions: dict[str, str] = field(default_factory=dict)
-    max_time_used: dict[str, float] = field(default_factory=dict)
-    ms_per_payment: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class BacktestRun:
-    """What a replay produced: scored payments in event-time order, label times, counts."""
-
-    models: dict[str, str]  # name → model version
-    policy_revision: str
-    payments: list[ScoredPayment]
-    labels: dict[str, tuple[bool, float]]  # transaction → (is fraud, visible from), last label
-    card_of: dict[str, str]  # every payment seen (history too) → its card
-    events: int
-    dead_letters: int
-    seconds: float
-    config: BacktestConfig
+    def boundary(self, t: float) -> None:
+        """Event ``t`` starts a new chunk: score the last one, retrain if a time is due, and
+        set the new chunk's end (never past the next retrain time)."""
+        if self.window:
+            self.score_window()
+        r = self.retrainer
+        if r is not None and (at := r.due(t)) is not None:
+            self.release(at, inclusive=False)  # labels visible before ``at``, nothing later
+            name = r.schedule.model
+            bundle, change = r.retrain(
+                at, self.scorer.versions[name], self.scorer.graph, self.scorer.features,
+                self.ingestor.stats, self.dead, self.first_ts, self.last_ts,
+            )  # fmt: skip
+            self.changes.append(change)
+            if bundle is not None:
+                self.scorer.swap(name, bundle)
+                self.artifacts[name] = str(change.artifact)
+        end = max(t, self.cfg.since) + self.cfg.chunk_s
+        self.chunk_end = min(end, r.next_time) if r is not None else end
 
 
 def run_backtest(
@@ -122,6 +175,13 @@ def run_backtest(
     progress: bool = True,
     rungs: Mapping[str, Rung] | None = None,
     total: int | None = None,
+    *,
+    policies: Mapping[str, PolicyEvaluator] | None = None,
+    speed: float | None = None,
+    retrainer: Retrainer | None = None,
+    checkpoint: Checkpoint | None = None,
+    source: str = "",
+    on_record: Callable[[int], None] | None = None,
 ) -> BacktestRun:
     """Replay ``records`` (in event-time order) and score ``[cfg.since, cfg.until)`` with every
     model in ``models`` (the first is the champion).
@@ -129,109 +189,71 @@ def run_backtest(
     Stores default to fresh in-memory ones; pass stores that already hold the history to
     replay only what follows it. ``rungs`` picks a ladder rung per model name (default
     ``"full"``: the GNN; ``"tree"`` scores the same artifact's tree baseline). ``total``, the
-    number of records if known, gives the progress bar an ETA."""
-    if not models:
-        raise ValueError("a backtest needs at least one model")
+    number of records if known, gives the progress bar an ETA.
+
+    ``policies`` gives a model name its own decision policy (default: ``policy``). ``speed``
+    paces the scored window at that many times real time (``None``: as fast as possible).
+    ``retrainer`` retrains one model on its schedule. ``checkpoint`` saves state at chunk
+    boundaries and, if it says so, resumes from it; ``source`` names the records in the
+    checkpoint's fingerprint. ``on_record(i)`` is called before source record ``i`` (0-based)
+    is processed."""
     graph = graph if graph is not None else InMemoryGraphStore()
     features = features if features is not None else InMemoryFeatureStore()
-    dead = InMemoryEventSink()
-    ingestor = Ingestor(graph, features, dead)
-    engines = {
-        name: ScoringEngine(b, graph, features, device="cpu", cache_size=0)
-        for name, b in models.items()
-    }
-    delayed: list[tuple[float, int, LabelEvent]] = []  # (visible from, order, label)
-    pay_time: dict[str, float] = {}
-    card_of: dict[str, str] = {}
-    labels: dict[str, tuple[bool, float]] = {}
-    window: list[Payment] = []
-    out: list[ScoredPayment] = []
-    chunk_end = -math.inf
-    events = 0
+    scorer = Scorer(models, graph, features, policy, policies, rungs, cfg.tenant)
+    replay = _Replay(scorer, cfg, retrainer)
+    resume_at = last_saved = 0
+    if checkpoint is not None:
+        fingerprint = {
+            "config": dataclasses.asdict(cfg),
+            "models": scorer.versions,
+            "policies": {n: p.revision for n, p in scorer.policies.items()},
+            "rungs": {n: scorer.rungs.get(n, "full") for n in models},
+            "retrain": repr(retrainer.schedule) if retrainer is not None else None,
+            "source": source,
+        }
+        state = checkpoint.start(fingerprint)
+        if state is not None:
+            replay.restore(state)
+            resume_at = last_saved = state.position
+    pacer = Pacer(speed) if speed is not None else None
+    consumed = 0
     start = time.perf_counter()
     bar = tqdm(desc="backtest", unit="ev", total=total, disable=not progress, mininterval=0.5)
-
-    def release(until: float, inclusive: bool) -> None:
-        while delayed and (delayed[0][0] <= until if inclusive else delayed[0][0] < until):
-            ingestor.apply(heapq.heappop(delayed)[2])
-
-    def score_window() -> None:
-        release(chunk_end, inclusive=False)
-        for i in range(0, len(window), cfg.batch_size):
-            batch = window[i : i + cfg.batch_size]
-            out.extend(_score(batch, engines, rungs or {}, policy, cfg.tenant))
-        window.clear()
-
-    for rec in records:
+    for i, rec in enumerate(records):
+        if on_record is not None:
+            on_record(i)
         bar.update(1)
-        event = ingestor.parse(rec)
-        if event is None:
-            continue
-        events += 1
-        t = event.event_time.timestamp()
-        if t >= cfg.until:
-            break
-        if t >= chunk_end and window:
-            score_window()
-        if t >= chunk_end:
-            chunk_end = max(t, cfg.since) + cfg.chunk_s
-        release(t, inclusive=True)
-        if isinstance(event, LabelEvent):
-            paid = pay_time.get(event.transaction_id, -math.inf)
-            visible = max(t, paid + cfg.label_delay_s)
-            labels[event.transaction_id] = (event.is_fraud, visible)
-            if visible > t:
-                shifted = event.model_copy(update={"event_time": _dt(visible)})
-                heapq.heappush(delayed, (visible, events, shifted))
-                continue
-        ingestor.apply(event)
-        if isinstance(event, Payment):
-            pay_time[event.event_id] = t
-            card_of[event.event_id] = event.card_id
-            if t >= cfg.since:
-                window.append(event)
-    if window:
-        score_window()
+        event = replay.ingestor.parse(rec)
+        if event is not None:
+            replay.events += 1
+            t = event.event_time.timestamp()
+            if t >= cfg.until:
+                break
+            live = i >= resume_at
+            if live and pacer is not None and t >= cfg.since:
+                pacer.wait(t)
+            if live and t >= replay.chunk_end:
+                replay.boundary(t)
+                if checkpoint is not None and i - last_saved >= checkpoint.every:
+                    checkpoint.save(replay.snapshot(i))
+                    last_saved = i
+            replay.ingest(event, t, live)
+        consumed = i + 1
+    if replay.window:
+        replay.score_window()
     bar.close()
+    if checkpoint is not None:
+        checkpoint.save(replay.snapshot(max(consumed, resume_at), complete=True))
     return BacktestRun(
         models={n: b.version for n, b in models.items()},
-        policy_revision=policy.revision,
-        payments=out,
-        labels=labels,
-        card_of=card_of,
-        events=events,
-        dead_letters=len(dead.records),
+        policy_revision=scorer.policies[next(iter(models))].revision,
+        payments=replay.rows,
+        labels=replay.labels,
+        card_of=replay.card_of,
+        events=replay.events,
+        dead_letters=len(replay.dead.records),
         seconds=time.perf_counter() - start,
         config=cfg,
+        policy_revisions={n: p.revision for n, p in scorer.policies.items()},
+        model_changes=replay.changes,
     )
-
-
-def _score(
-    batch: list[Payment],
-    engines: Mapping[str, ScoringEngine],
-    rungs: Mapping[str, Rung],
-    policy: PolicyEvaluator,
-    tenant: str,
-) -> list[ScoredPayment]:
-    rows = [
-        ScoredPayment(p.event_id, p.event_time.timestamp(), p.account_id, p.card_id,
-                      p.merchant_id, p.amount)
-        for p in batch
-    ]  # fmt: skip
-    for name, engine in engines.items():
-        t0 = time.perf_counter()
-        scored, _ = engine.infer(batch, rungs.get(name, "full"))
-        per = (time.perf_counter() - t0) * 1e3 / len(batch)
-        for row, p, s in zip(rows, batch, scored, strict=True):
-            if s.max_time_used >= row.t:
-                raise LeakageError(name, p.event_id, row.t, s.max_time_used)
-            decision = policy.decide(decision_input(p, s, tenant, engine.bundle.version))
-            row.scores[name] = s.score
-            row.actions[name] = decision.action
-            row.max_time_used[name] = s.max_time_used
-            row.ms_per_payment[name] = per
-    return rows
-
-
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
