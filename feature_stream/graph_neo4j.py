@@ -8,7 +8,8 @@ the same order (``tests/feature_stream/test_graph_neo4j.py`` checks node for nod
 * one relationship per stored edge, typed by relation (``PAID_BY`` … ``SHARED_IDENTITY``, the
   upper-cased names of :data:`~feature_stream.graph_schema.RELATIONS`), with ``ts`` (event time,
   POSIX seconds) and ``seq`` (write order: breaks ties between equal times like the in-memory
-  store's arrival order); device and social edges also carry their event id ``eid``;
+  store's arrival order); device and social edges also carry their event id ``eid``
+  (indexed);
 * ``FraudLabel`` nodes ``{ns, eid, txn, ts, value}``, one per label event (a label may arrive
   for a payment the graph has not seen), and one ``SeqCounter`` per namespace.
 
@@ -16,11 +17,12 @@ the same order (``tests/feature_stream/test_graph_neo4j.py`` checks node for nod
 and every query matches on it, so stores with different ``namespace`` values share one database
 (Community edition has only one) without seeing each other. :func:`delete_namespace` drops one.
 
-**Delivery and idempotency.** Writes are at-least-once safe: an event is written with ``MERGE``
-on its id (payments on ``(ns, id)`` of the transaction; device and social edges on their
-``eid`` between the two endpoints; labels on ``(ns, eid)``), so a replayed event changes nothing;
-for a payment the first write wins. An event replayed *after* :meth:`evict_before` removed it is
-written again (the ingest gate :meth:`FeatureStore.mark_seen` drops replays upstream).
+**Delivery and idempotency.** Writes are at-least-once safe, keyed by event id: payments
+``MERGE`` on ``(ns, id)`` of the transaction, labels on ``(ns, eid)``, and device and social
+edges are created only when no edge of the namespace holds their ``eid`` yet (an index seek).
+A replayed event changes nothing; for every event the first write wins. An event replayed
+*after* :meth:`evict_before` removed it is written again (the ingest gate
+:meth:`FeatureStore.mark_seen` drops replays upstream).
 
 **Bounds.** By default nothing is dropped (``retention_s=None``, ``max_degree=None``): Neo4j keeps
 the full history. Given values reproduce the in-memory store exactly: the retention sweep runs at
@@ -230,7 +232,7 @@ class Neo4jGraphStore(GraphStore):
         # Rows follow cy.PAYMENT_ROW, LOGIN_ROW, SOCIAL_ROW and LABEL_ROW field for field.
         pays: list[list[Any]] = []
         logins: list[list[Any]] = []
-        social: list[list[Any]] = []
+        social: dict[str, list[list[Any]]] = {rel: [] for rel in cy.SOCIAL_RELS}
         labels: list[list[Any]] = []
         for e in batch:
             ts = e.event_time.timestamp()
@@ -241,7 +243,7 @@ class Neo4jGraphStore(GraphStore):
                 logins.append([e.event_id, ts, seq, e.account_id, e.device_id, e.ip])
             elif isinstance(e, SocialEvent):
                 rel = SOCIAL_KIND_RELATION[e.kind]
-                social.append([e.event_id, ts, seq, e.src_account_id, e.dst_account_id, rel])
+                social[rel].append([e.event_id, ts, seq, e.src_account_id, e.dst_account_id])
             else:
                 value = LABEL_FRAUD if e.is_fraud else LABEL_LEGIT
                 labels.append([e.event_id, ts, e.transaction_id, value])
@@ -249,7 +251,7 @@ class Neo4jGraphStore(GraphStore):
         for query, rows in (
             (cy.Q_PAYMENTS, pays),
             (cy.Q_LOGINS, logins),
-            (cy.Q_SOCIAL, social),
+            *((cy.Q_SOCIAL[rel], social[rel]) for rel in cy.SOCIAL_RELS),
             (cy.Q_LABELS, labels),
         ):
             if rows:

@@ -40,7 +40,7 @@ PAYMENT_ROW = (
     *("account", "card", "merchant", "device", "ip"),
 )
 LOGIN_ROW = ("id", "ts", "seq", "account", "device", "ip")
-SOCIAL_ROW = ("id", "ts", "seq", "src", "dst", "rel")
+SOCIAL_ROW = ("id", "ts", "seq", "src", "dst")
 LABEL_ROW = ("id", "ts", "txn", "value")
 KEY_ROW = ("i", "id", "t")
 
@@ -103,6 +103,11 @@ def schema() -> list[tuple[str, str]]:
         out.append(
             (name, f"CREATE INDEX {name} IF NOT EXISTS FOR ()-[e:{REL_TYPE[rel]}]-() ON (e.ts)")
         )
+    for rel in ("logged_in_on", *SOCIAL_RELS):
+        name = f"rg_{rel}_eid"
+        out.append(
+            (name, f"CREATE INDEX {name} IF NOT EXISTS FOR ()-[e:{REL_TYPE[rel]}]-() ON (e.eid)")
+        )
     return out
 
 
@@ -134,29 +139,43 @@ FOREACH (_ IN CASE WHEN r.ip IS NULL THEN [] ELSE [1] END |
   CREATE (t)-[:{REL_TYPE["paid_from_ip"]} {{ts: r.ts, seq: r.seq + 4}}]->(i))
 """
 
+
+# Device and social edges are idempotent through their event id ``eid``: an index seek on it
+# (then a check of the namespace) tells whether the event was written, where MERGE on the
+# pattern would scan every edge between the two endpoints (hundreds for an account's usual
+# device). The first write of an event id wins, as in the in-memory store. A login writes its
+# device edge and its IP edge in one transaction, so the device edge alone says whether the
+# login was written.
+def _written(rel_type: str) -> str:
+    return f"EXISTS {{ MATCH (x)-[w:{rel_type}]->() WHERE w.eid = r.id AND x.ns = $ns }}"
+
+
 Q_LOGINS = f"""
 {_rows(LOGIN_ROW)}
+WHERE NOT {_written(REL_TYPE["logged_in_on"])}
 MERGE (a:Account {{ns: $ns, id: r.account}})
 MERGE (d:Device {{ns: $ns, id: r.device}})
-MERGE (a)-[e:{REL_TYPE["logged_in_on"]} {{eid: r.id}}]->(d)
-  ON CREATE SET e.ts = r.ts, e.seq = r.seq
+CREATE (a)-[:{REL_TYPE["logged_in_on"]} {{eid: r.id, ts: r.ts, seq: r.seq}}]->(d)
 FOREACH (_ IN CASE WHEN r.ip IS NULL THEN [] ELSE [1] END |
   MERGE (i:IP {{ns: $ns, id: r.ip}})
-  MERGE (a)-[f:{REL_TYPE["logged_in_from"]} {{eid: r.id}}]->(i)
-    ON CREATE SET f.ts = r.ts, f.seq = r.seq + 1)
+  CREATE (a)-[:{REL_TYPE["logged_in_from"]} {{eid: r.id, ts: r.ts, seq: r.seq + 1}}]->(i))
 """
 
-_SOCIAL_RELS = sorted(set(SOCIAL_KIND_RELATION.values()))
-Q_SOCIAL = f"""
+SOCIAL_RELS = sorted(set(SOCIAL_KIND_RELATION.values()))
+# One statement per social relation (the type cannot be a parameter); an event id is looked up
+# under every social type, so a replay under another kind is still the same event.
+_SOCIAL_WRITTEN = " OR ".join(_written(REL_TYPE[rel]) for rel in SOCIAL_RELS)
+Q_SOCIAL = {
+    rel: f"""
 {_rows(SOCIAL_ROW)}
+WHERE NOT ({_SOCIAL_WRITTEN})
 MERGE (s:Account {{ns: $ns, id: r.src}})
 MERGE (d:Account {{ns: $ns, id: r.dst}})
-""" + "\n".join(
-    f"FOREACH (_ IN CASE WHEN r.rel = '{rel}' THEN [1] ELSE [] END |\n"
-    f"  MERGE (s)-[e:{REL_TYPE[rel]} {{eid: r.id}}]->(d) ON CREATE SET e.ts = r.ts, "
-    "e.seq = r.seq)"
-    for rel in _SOCIAL_RELS
-)
+CREATE (s)-[:{REL_TYPE[rel]} {{eid: r.id, ts: r.ts, seq: r.seq}}]->(d)
+"""
+    for rel in SOCIAL_RELS
+}
+
 
 Q_LABELS = f"""
 {_rows(LABEL_ROW)}
