@@ -7,7 +7,12 @@
 * Redis features: ``compute_features`` of one payment (≈ 25 window queries, one round trip
   each), p50/p99;
 * Redis add: observations/s when a worker adds each event's observations (one ``add`` per
-  event, one pipelined round trip each) and when it adds them in batches of 500 events.
+  event, one pipelined round trip each) and when it adds them in batches of 500 events;
+* the scoring replica's two sampling paths (:mod:`feature_stream.graph_window`): a (15, 10)
+  sample of payments from the last quarter of the events, p50/p99, from the in-memory window
+  (``--window-days`` of event time, fed the same events) and from Neo4j for the same queries,
+  and through the windowed store as routed (window, or Neo4j fallback for a query with an
+  entity the window has not seen), with the share that falls back.
 
 Several runs each; the table shows the median of the runs. Start the servers first
 (``deploy/services.sh up neo4j redis``, with ``RISKGRAPH_JVM_FAST_START=0`` for numbers); every
@@ -33,6 +38,7 @@ from feature_stream.feature_store import Observation
 from feature_stream.features import compute_features, observations_for
 from feature_stream.graph_memory import InMemoryGraphStore
 from feature_stream.graph_neo4j import Neo4jGraphStore
+from feature_stream.graph_window import IN_WINDOW, WindowedGraphStore, WindowGraph
 
 AnyEvent = Any
 
@@ -152,6 +158,70 @@ def bench_redis(url: str, events: list[AnyEvent], runs: int, queries: int) -> di
     }
 
 
+def bench_window(
+    uri: str, events: list[AnyEvent], window_days: float, runs: int, queries: int
+) -> dict[str, Any]:
+    """The window and the Neo4j fallback of a scoring replica, on the same events."""
+    durable = Neo4jGraphStore(uri, namespace=f"bench-{uuid.uuid4().hex[:10]}", batch_size=2000)
+    try:
+        durable.add_many(events)
+        window = WindowGraph(window_days * 86400.0)
+        for e in events:  # as the changelog would
+            window.add(e)
+        store = WindowedGraphStore(window, durable)
+        payments = [e for e in events if isinstance(e, Payment)]
+        pool = [p for p in payments[len(payments) * 3 // 4 :] if p.ts > window.horizon]
+        routes = {q.event_id: store.route(q, window.horizon) for q in pool}
+        near = [q for q in pool if routes[q.event_id] == IN_WINDOW]
+        rng = random.Random(0)
+        warm = rng.sample(pool, min(20, len(pool)))
+        store.sample(warm, (15, 10))  # plans compiled, JIT warm
+        durable.sample(warm, (15, 10))
+
+        def timed(sample: Any, qs: list[Payment]) -> list[float]:
+            lat = []
+            for q in qs:
+                t0 = time.perf_counter()
+                sample([q], (15, 10))
+                lat.append((time.perf_counter() - t0) * 1e3)
+            return lat
+
+        per_run: dict[str, list[dict[str, float]]] = {
+            "window": [],
+            "neo4j_same_queries": [],
+            "routed_window": [],
+            "routed_fallback": [],
+        }
+        for _ in range(runs):
+            same = rng.sample(near, min(queries, len(near)))
+            per_run["window"].append(percentiles(timed(window.sample, same)))
+            per_run["neo4j_same_queries"].append(percentiles(timed(durable.sample, same)))
+            mixed = rng.sample(pool, min(queries, len(pool)))
+            for name, want in (("routed_window", True), ("routed_fallback", False)):
+                qs = [q for q in mixed if (routes[q.event_id] == IN_WINDOW) == want]
+                per_run[name].append(percentiles(timed(store.sample, qs)))
+        out: dict[str, Any] = {
+            name: {
+                "runs": rs,
+                "median_of_runs": {
+                    k: statistics.median(r[k] for r in rs) for k in ("p50", "p95", "p99")
+                },
+            }
+            for name, rs in per_run.items()
+        }
+        out["window_days"] = window_days
+        out["queries_in_pool"] = len(pool)
+        out["fallback_share"] = 1 - len(near) / len(pool)
+        out["fallback_reasons"] = {
+            r: sum(1 for x in routes.values() if x == r) for r in set(routes.values())
+        }
+        out["window_graph"] = window.stats()
+        return out
+    finally:
+        durable.clear()
+        durable.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--stream", help="stream directory (default: generate the default stream)")
@@ -165,21 +235,54 @@ def main() -> None:
     ap.add_argument(
         "--redis", default=os.environ.get("RISKGRAPH_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
+    ap.add_argument(
+        "--window-days", type=float, default=7.0, help="replica window (RISKGRAPH_WINDOW_DAYS)"
+    )
+    ap.add_argument(
+        "--only", default="neo4j,redis,window", help="comma-separated parts to run (default: all)"
+    )
     ap.add_argument("--out", help="write JSON here")
     args = ap.parse_args()
+    parts = set(args.only.split(","))
     stream = ensure_stream(args.stream, ROOT / "runs/bench/stream")
     events = [parse_event(r.value) for r in FileEventSource(stream)][: args.events]
     batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
-    neo = bench_neo4j(args.neo4j, events, batch_sizes, args.runs, args.queries)
-    red = bench_redis(args.redis, events, args.runs, args.queries)
-    res = {
-        "events": len(events),
-        "neo4j": neo,
-        "redis": red,
-        "load_average": os.getloadavg(),
-        "machine": machine(),
-    }
-    rows = [("measure", "median", "min", "max", "target")]
+    res: dict[str, Any] = {"events": len(events)}
+    if "neo4j" in parts:
+        res["neo4j"] = bench_neo4j(args.neo4j, events, batch_sizes, args.runs, args.queries)
+    if "redis" in parts:
+        res["redis"] = bench_redis(args.redis, events, args.runs, args.queries)
+    if "window" in parts:
+        res["window"] = bench_window(args.neo4j, events, args.window_days, args.runs, args.queries)
+    res |= {"load_average": os.getloadavg(), "machine": machine()}
+    if "neo4j" in parts and "redis" in parts:
+        print_stores(res)
+    if "window" in parts:
+        print_window(res["window"])
+    print(f"load average {res['load_average'][0]:.1f} on {machine()['cpu_count']} CPUs")
+    write(args.out, res)
+
+
+def print_window(w: dict[str, Any]) -> None:
+    rows: list[tuple[str, ...]] = [("(15,10) sample, ms", "p50", "p95", "p99")]
+    for label, key in (
+        ("window (in-memory)", "window"),
+        ("neo4j, same queries", "neo4j_same_queries"),
+        ("windowed store, routed to window", "routed_window"),
+        ("windowed store, neo4j fallback", "routed_fallback"),
+    ):
+        m = w[key]["median_of_runs"]
+        rows.append((label, f"{m['p50']:.2f}", f"{m['p95']:.2f}", f"{m['p99']:.2f}"))
+    print(table(rows))
+    print(
+        f"window {w['window_days']:g} days; {w['fallback_share']:.1%} of "
+        f"{w['queries_in_pool']} queries fall back to Neo4j ({w['fallback_reasons']})"
+    )
+
+
+def print_stores(res: dict[str, Any]) -> None:
+    neo, red, events = res["neo4j"], res["redis"], res["events"]
+    rows: list[tuple[str, ...]] = [("measure", "median", "min", "max", "target")]
     for bs, r in neo["ingest_events_per_s"].items():
         rows.append(
             (
@@ -203,12 +306,10 @@ def main() -> None:
     print(table(rows))
     s = neo["sample_15_10_ms"]
     print(
-        f"{len(events)} events; sample parity with the in-memory store: "
+        f"{events} events; sample parity with the in-memory store: "
         f"{s['parity_checked'] - s['parity_mismatches']}/{s['parity_checked']} identical; "
-        f"nodes per sample p50 {s['nodes_per_sample']['p50']:.0f}; "
-        f"load average {res['load_average'][0]:.1f} on {machine()['cpu_count']} CPUs"
+        f"nodes per sample p50 {s['nodes_per_sample']['p50']:.0f}"
     )
-    write(args.out, res)
 
 
 if __name__ == "__main__":

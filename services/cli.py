@@ -55,7 +55,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     container = build_container(settings)
     freeze_heap()
     app = create_app(container)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        container.close()
     return 0
 
 

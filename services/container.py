@@ -6,7 +6,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,11 @@ from services.policy import PolicyEvaluator
 from services.scoring import ScoringService
 from services.settings import Settings, case_db
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from feature_stream.graph_window import WindowedGraphStore
+
 log = logging.getLogger("riskgraph.container")
 
 
@@ -45,6 +50,14 @@ class Container:
     scoring: ScoringService
     auth: Authenticator
     review: ReviewService
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Add the stores' own metrics (the service-mode window's sample counts) to the API's
+        registry; :func:`~services.api.app.create_app` calls it once."""
+        from feature_stream.graph_window import WindowedGraphStore, WindowMetrics
+
+        if isinstance(self.graph, WindowedGraphStore):
+            registry.register(WindowMetrics(self.graph))
 
     def close(self) -> None:
         self.scoring.close()  # answer what is queued before closing what it writes to
@@ -74,23 +87,24 @@ def build_container(
     policy: PolicyEvaluator | None = None,
     cases: CaseStore | None = None,
 ) -> Container:
-    """Build every port; any of them can be passed in (tests, the demo's warm stores)."""
-    if settings.mode != "embedded" and (graph is None or features is None):
-        raise NotImplementedError(
-            "service mode backends (Neo4j, Redis) are wired by the "
-            "streaming deployment; pass graph= and features="
-        )
-    graph = graph if graph is not None else InMemoryGraphStore()
-    features = features if features is not None else InMemoryFeatureStore()
+    """Build every port; any of them can be passed in (tests, the demo's warm stores).
+
+    Stores not passed in are the backends ``settings`` names. In service mode the graph is a
+    :class:`~feature_stream.graph_window.WindowedGraphStore`: this returns only once its window
+    has read the graph changelog to the end (the process is then ready), and the events fused
+    here are published to Kafka for the stream workers rather than written to Neo4j.
+    """
+    bundle = bundle if bundle is not None else load_artifact(settings.model_dir)
     dead_letters = (
         dead_letters if dead_letters is not None else FileEventSink(settings.dead_letter_path)
     )
+    if graph is None or features is None:
+        graph, features = build_stores(settings, graph, features, undelivered=dead_letters)
     ingestor = Ingestor(graph, features, dead_letters)
     if settings.history_dir is not None and graph.stats()["edges"] == 0:
         from feature_stream.event_io import FileEventSource
 
         ingestor.run(FileEventSource(settings.history_dir))
-    bundle = bundle if bundle is not None else load_artifact(settings.model_dir)
     policy = policy if policy is not None else build_policy(settings)
     audit = audit if audit is not None else build_audit(settings)
     if settings.torch_threads > 0:
@@ -119,7 +133,7 @@ def build_container(
         rungs=settings.ladder,
         shed_on_deadline=settings.shed_on_deadline,
     )
-    cases = cases if cases is not None else SqliteCaseStore(case_db(settings))
+    cases = cases if cases is not None else build_cases(settings)
     review = ReviewService(
         cases,
         similar_index(cases, engine.embedding_dim, index_dir(settings)),
@@ -131,13 +145,7 @@ def build_container(
     )
     scoring.cases = review
     if settings.mode == "service":
-        from feature_stream.kafka_io import KafkaEventSink
-
-        review.publish_labels_to(
-            KafkaEventSink(
-                settings.kafka_bootstrap, prefix=settings.topic_prefix, client_id="riskgraph-review"
-            )
-        )
+        review.publish_labels_to(label_sink(settings, graph))
     return Container(
         settings,
         graph,
@@ -223,6 +231,125 @@ def similar_index(cases: CaseStore, dim: int, directory: Path | None = None) -> 
 def index_dir(settings: Settings) -> Path:
     """Where the similar-case index is saved at shutdown: beside the case store."""
     return case_db(settings).with_suffix(".faiss")
+
+
+def build_stores(
+    settings: Settings,
+    graph: GraphStore | None = None,
+    features: FeatureStore | None = None,
+    *,
+    undelivered: EventSink | None = None,
+) -> tuple[GraphStore, FeatureStore]:
+    """The graph and feature stores ``settings`` names, except those passed in.
+    ``undelivered`` takes, as dead letters, events the service-mode window could not publish.
+
+    Backends are built as the stream worker builds them (:func:`feature_stream.stream_app.
+    build_stores`, same ``RISKGRAPH_*`` settings); in service mode the graph is the changelog
+    window in front of Neo4j (``graph_backend="neo4j"``) or alone (``"memory"``).
+    """
+    wanted_graph = settings.graph_backend if graph is None else "memory"
+    wanted_features = settings.feature_backend if features is None else "memory"
+    if wanted_graph == wanted_features == "memory":
+        built: tuple[GraphStore, FeatureStore] = (InMemoryGraphStore(), InMemoryFeatureStore())
+    else:
+        from feature_stream.stream_app import StreamConfig
+        from feature_stream.stream_app import build_stores as build_backends
+
+        built = build_backends(
+            StreamConfig(
+                kafka_bootstrap=settings.kafka_bootstrap,
+                topic_prefix=settings.topic_prefix,
+                graph_backend=wanted_graph,
+                feature_backend=wanted_features,
+                neo4j_uri=settings.neo4j_uri,
+                neo4j_user=settings.neo4j_user,
+                neo4j_password=settings.neo4j_password,
+                redis_url=settings.redis_url,
+                namespace=settings.namespace,
+            )
+        )
+    features = features if features is not None else built[1]
+    if graph is not None:
+        return graph, features
+    if settings.mode != "service":
+        return built[0], features
+    try:
+        durable = built[0] if wanted_graph == "neo4j" else None
+        return open_window(settings, durable, undelivered), features
+    except BaseException:
+        built[0].close()
+        features.close()
+        raise
+
+
+def open_window(
+    settings: Settings, durable: GraphStore | None, undelivered: EventSink | None = None
+) -> GraphStore:
+    """The service-mode graph: the changelog window (caught up) in front of ``durable``,
+    publishing what this process fuses to the source topics."""
+    import asyncio
+
+    from feature_stream.graph_window import WindowedGraphStore
+    from feature_stream.kafka_io import KafkaEventSink, all_topics, ensure_topics
+
+    # The follower needs the changelog to exist; the worker creates the same topics.
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, all_topics(settings.topic_prefix)))
+    publish = KafkaEventSink(
+        settings.kafka_bootstrap, prefix=settings.topic_prefix, client_id="riskgraph-api"
+    )
+    try:
+        return WindowedGraphStore.open(
+            settings.kafka_bootstrap,
+            settings.topic_prefix,
+            durable=durable,
+            window_s=settings.window_days * 86400.0,
+            publish=publish,
+            undelivered=undelivered,
+            catch_up_timeout_s=settings.window_catch_up_s,
+        )
+    except BaseException:
+        publish.close()
+        raise
+
+
+def build_cases(settings: Settings) -> CaseStore:
+    """The case store ``settings.case_backend`` names."""
+    if settings.case_backend == "neo4j":
+        from services.cases.store_neo4j import Neo4jCaseStore
+
+        auth = (settings.neo4j_user, settings.neo4j_password or "") if settings.neo4j_user else None
+        return Neo4jCaseStore(settings.neo4j_uri, auth=auth, namespace=settings.namespace)
+    return SqliteCaseStore(case_db(settings))
+
+
+class _PublishedWithTheEvent(EventSink):
+    """The review service's label sink when the graph publishes every event it fuses (the
+    service-mode window): the label is already sent, ``flush`` waits for its acknowledgement."""
+
+    def __init__(self, graph: WindowedGraphStore) -> None:
+        self.graph = graph
+
+    def send(self, record: dict[str, Any]) -> None:
+        pass
+
+    def flush(self) -> None:
+        self.graph.flush()
+
+    def close(self) -> None:
+        pass  # the graph owns the producer
+
+
+def label_sink(settings: Settings, graph: GraphStore) -> EventSink:
+    """Where verdict labels go in service mode: the labels topic, exactly once per label."""
+    from feature_stream.graph_window import WindowedGraphStore
+
+    if isinstance(graph, WindowedGraphStore) and graph.publisher is not None:
+        return _PublishedWithTheEvent(graph)
+    from feature_stream.kafka_io import KafkaEventSink
+
+    return KafkaEventSink(
+        settings.kafka_bootstrap, prefix=settings.topic_prefix, client_id="riskgraph-review"
+    )
 
 
 def build_audit(settings: Settings) -> AuditSink:

@@ -6,7 +6,7 @@ Nothing reads the environment at import time: call :func:`load_settings`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_PEPPER = "dev-pepper"
 DEV_TOKEN_SECRET = "dev-token-secret"  # development default; refused in production
 DEV_API_KEY = "dev-key"
+SERVICE_BACKENDS = {"graph_backend": "neo4j", "feature_backend": "redis", "case_backend": "neo4j"}
+"""Backends service mode uses unless a setting names another."""
 
 
 class Settings(BaseSettings):
@@ -70,6 +72,44 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="RISKGRAPH_KAFKA_BOOTSTRAP")
     topic_prefix: str = Field(
         "", description="RISKGRAPH_TOPIC_PREFIX; prefix of every Kafka topic (as the stream worker)"
+    )
+    graph_backend: Literal["memory", "neo4j"] = Field(
+        "memory",
+        description="RISKGRAPH_GRAPH_BACKEND; memory or neo4j (default: memory when embedded, "
+        "neo4j in service mode). Service mode samples an in-memory window fed by the graph "
+        "changelog and goes to Neo4j only outside it (feature_stream/graph_window.py); with "
+        "memory the window answers everything",
+    )
+    feature_backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="RISKGRAPH_FEATURE_BACKEND; memory or redis (default: memory when embedded, "
+        "redis in service mode, the store the stream workers write)",
+    )
+    case_backend: Literal["sqlite", "neo4j"] = Field(
+        "sqlite",
+        description="RISKGRAPH_CASE_BACKEND; sqlite (at RISKGRAPH_CASE_DB_PATH) or neo4j "
+        "(beside the graph, same namespace) (default: sqlite when embedded, neo4j in service mode)",
+    )
+    neo4j_uri: str = Field("bolt://127.0.0.1:7687", description="RISKGRAPH_NEO4J_URI")
+    neo4j_user: str | None = Field(None, description="RISKGRAPH_NEO4J_USER; None = no auth")
+    neo4j_password: str | None = Field(None, description="RISKGRAPH_NEO4J_PASSWORD")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="RISKGRAPH_REDIS_URL")
+    namespace: str = Field(
+        "default",
+        description="RISKGRAPH_NAMESPACE; Neo4j namespace and Redis key prefix rg:<ns>: "
+        "(as the stream worker)",
+    )
+    window_days: float = Field(
+        7.0,
+        gt=0,
+        description="RISKGRAPH_WINDOW_DAYS; service mode: days of event time a replica keeps "
+        "in memory (read from the graph changelog from that long ago at start-up)",
+    )
+    window_catch_up_s: float = Field(
+        300.0,
+        gt=0,
+        description="RISKGRAPH_WINDOW_CATCH_UP_S; service mode: longest wait at start-up for "
+        "the window to read the changelog to its end (the API is not ready before)",
     )
     audit_topic: str = Field(
         "audit",
@@ -141,10 +181,28 @@ class Settings(BaseSettings):
         "(0: torch's default). 1 suits a 2-core host, where the other core serves HTTP",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _service_defaults(cls, data: Any) -> Any:
+        # Backends left unset follow the mode: service mode means the real servers.
+        if isinstance(data, dict) and data.get("mode") == "service":
+            for name, value in SERVICE_BACKENDS.items():
+                data.setdefault(name, value)
+        return data
+
     @field_validator("dev_api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, v: object) -> object:
         return None if v == "" else v  # RISKGRAPH_DEV_API_KEY= (empty) turns the dev client off
+
+    @model_validator(mode="after")
+    def _service_mode_has_no_history_dir(self) -> Settings:
+        if self.mode == "service" and self.history_dir is not None:
+            raise ValueError(
+                "RISKGRAPH_HISTORY_DIR replays files in-process (embedded mode); in service mode "
+                "publish them to Kafka with `riskgraph produce` and let the workers ingest them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:

@@ -100,6 +100,7 @@ def create_app(container: Container) -> FastAPI:
     metrics = ApiMetrics()
     app.state.container = container
     app.state.metrics = metrics
+    container.register_metrics(metrics.registry)  # the stores' own (service mode)
     settings = container.settings
     container.scoring.on_batch = metrics.batch_size.observe
 
