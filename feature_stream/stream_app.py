@@ -112,7 +112,7 @@ class StreamConfig(BaseSettings):
     namespace: str = Field(
         "default", description="RISKGRAPH_NAMESPACE; Neo4j namespace, Redis key prefix rg:<ns>:"
     )
-    batch_max: int = Field(1000, ge=1, description="RISKGRAPH_BATCH_MAX; records per sink write")
+    batch_max: int = Field(2000, ge=1, description="RISKGRAPH_BATCH_MAX; records per sink write")
     poll_timeout_ms: int = Field(100, ge=1, description="RISKGRAPH_POLL_TIMEOUT_MS")
     align_max_wait_s: float = Field(0.5, ge=0, description="RISKGRAPH_ALIGN_MAX_WAIT_S")
     pipeline_depth: int = Field(
