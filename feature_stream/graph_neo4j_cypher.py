@@ -184,13 +184,15 @@ ON CREATE SET l.txn = r.txn, l.ts = r.ts, l.value = r.value
 """
 
 # Degree cap: hide every end beyond the ``$k`` newest visible ones, drop edges hidden at both.
+# Graph edges are the relationships with a ``ts``; an analyst case's links (ABOUT, INVOLVES,
+# services/cases/store_neo4j.py) have none and count nowhere here.
 Q_CAP = {
     lbl: f"""
 UNWIND $ids AS id
 MATCH (n:{lbl} {{ns: $ns, id: id}})
-WHERE COUNT {{ (n)--() }} > $k
+WHERE COUNT {{ (n)-[e]-() WHERE e.ts IS NOT NULL }} > $k
 CALL (n) {{
-  MATCH (n)-[e]-() WHERE {_vis("n", "e")}
+  MATCH (n)-[e]-() WHERE e.ts IS NOT NULL AND {_vis("n", "e")}
   WITH e ORDER BY e.ts DESC, e.seq DESC SKIP $k LIMIT 1
   RETURN e.ts AS cts, e.seq AS cseq
 }}
@@ -208,7 +210,7 @@ Q_EVICT_TXNS = f"""
 MATCH (a:Transaction) WHERE a.ns = $ns AND a.ts < $c
 WITH a LIMIT $batch
 CALL (a) {{
-  MATCH (a)-[e]-(b)
+  MATCH (a)-[e]-(b) WHERE e.ts IS NOT NULL  // graph edges, not the links of analyst cases
   RETURN sum({_ENDS}) AS ends, collect(elementId(b)) AS touched
 }}
 CALL (a) {{
@@ -241,7 +243,7 @@ DELETE n
 Q_STATS = (
     "\nUNION ALL\n".join(
         f"""MATCH (n:{lbl}) WHERE n.ns = $ns AND n.id IS NOT NULL
-WITH count(n) AS nodes, sum(COUNT {{ (n)--() }}) AS ends,
+WITH count(n) AS nodes, sum(COUNT {{ (n)-[e]-() WHERE e.ts IS NOT NULL }}) AS ends,
   sum(CASE WHEN n.cut_ts IS NULL THEN 0
       ELSE COUNT {{ MATCH (n)-[e]-() WHERE NOT {_vis("n", "e")} }} END) AS hidden
 RETURN '{lbl}' AS what, nodes, ends, hidden"""

@@ -294,11 +294,14 @@ def test_neo4j_cases_never_enter_a_sampled_neighbourhood(namespaces: Namespaces)
         )
         query = [payment("q", 100, account="a1", card="c1", merchant="m1", device="d1")]
         before = [canonical(g) for g in graph.sample(query, (10, 10))]
+        stats = graph.stats()
         for txn, acct, card, merch in [("p1", "a1", "c1", "m1"), ("p2", "a2", "c2", "m1")]:
             ents = {"account_id": acct, "card_id": card, "merchant_id": merch, "device_id": "d1"}
             cases.add(make_case(txn, entities=ents))
         cases.set_verdict(case_id_for("p1"), "fraud", "ann", "", ts(40))
         assert [canonical(g) for g in graph.sample(query, (10, 10))] == before
+        assert graph.stats() == stats  # case links are not graph edges
+        assert graph.evict_before(ts(25)) == 2 * 4  # p1's and p2's edges, not their case links
     finally:
         graph.close()
         cases.close()
