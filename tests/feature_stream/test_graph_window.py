@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, generate_latest
 
 from feature_stream.event_io import EventSink
@@ -50,6 +49,7 @@ from tests.feature_stream.test_graph_neo4j import (  # noqa: F401 - fixtures use
     queries_for,
     random_stream,
 )
+from tests.services_up import require
 
 integration = pytest.mark.integration
 BOOTSTRAP = os.environ.get("RISKGRAPH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -195,18 +195,7 @@ def test_with_the_whole_stream_in_the_window_every_route_agrees_with_neo4j(
 # -- the changelog and Kafka --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def kafka() -> None:
-    async def ping() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
-        await asyncio.wait_for(admin.start(), 10)
-        try:
-            await admin.list_topics()
-        finally:
-            await admin.close()
-
-    try:
-        asyncio.run(ping())
-    except Exception as exc:  # a missing server fails the test, never skips it
-        pytest.fail(f"Kafka is not reachable at {BOOTSTRAP} ({exc!r}); deploy/services.sh up kafka")
+    require("kafka")  # a missing server fails the test, never skips it
 
 
 def _publish_to_changelog(prefix: str, events: list[Any]) -> None:

@@ -23,9 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError
 
 from feature_stream.changelog import ChangelogFollower
 from feature_stream.event_io import FileEventSource, InMemoryEventSink
@@ -42,9 +39,9 @@ from feature_stream.kafka_io import (
     KafkaEventSink,
     KafkaEventSource,
     produce_stream,
-    source_topics,
 )
 from feature_stream.stream_app import StreamConfig, make_app
+from tests.services_up import caught_up, require
 
 pytestmark = pytest.mark.integration
 
@@ -59,40 +56,7 @@ CRASH_RUNS = 5
 @pytest.fixture(scope="session", autouse=True)
 def services() -> None:
     """Kafka, Neo4j and Redis must answer; a missing service fails the run, never skips it."""
-    down = []
-    try:
-        asyncio.run(_kafka_ping())
-    except Exception as exc:
-        down.append(f"Kafka at {BOOTSTRAP} ({exc!r})")
-    try:
-        import neo4j
-
-        with neo4j.GraphDatabase.driver(NEO4J_URI, auth=None) as driver:
-            driver.verify_connectivity()
-    except Exception as exc:
-        down.append(f"Neo4j at {NEO4J_URI} ({exc!r})")
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping()
-    except Exception as exc:
-        down.append(f"Redis at {REDIS_URL} ({exc!r})")
-    if down:
-        pytest.fail(
-            "integration services unreachable: "
-            + "; ".join(down)
-            + ". Start them with `deploy/services.sh up kafka neo4j redis`.",
-            pytrace=False,
-        )
-
-
-async def _kafka_ping() -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
-    await asyncio.wait_for(admin.start(), 10)
-    try:
-        await admin.list_topics()
-    finally:
-        await admin.close()
+    require("kafka", "neo4j", "redis")
 
 
 @dataclass
@@ -193,32 +157,9 @@ def _produce(ref: Reference, prefix: str, rate: float | None = None) -> int:
         sink.close()
 
 
-async def _caught_up(group: str, prefix: str) -> bool:
-    """Has ``group`` committed every source partition up to its end offset?"""
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    await consumer.start()
-    try:
-        try:
-            committed = await admin.list_consumer_group_offsets(group)
-        except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError):
-            # A fresh broker creates its offsets topic on first use: until then there is no
-            # coordinator, so nothing can have been committed yet. Callers poll with a deadline.
-            return False
-        parts = [TopicPartition(t, 0) for t in source_topics(prefix).values()]
-        ends = await consumer.end_offsets(parts)
-        return all(
-            tp in committed and committed[tp].offset >= ends[tp] for tp in parts if ends[tp] > 0
-        )
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
 def _wait_caught_up(group: str, prefix: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while not asyncio.run(_caught_up(group, prefix)):
+    while not asyncio.run(caught_up(group, prefix)):
         assert time.monotonic() < deadline, f"group {group} did not catch up in {timeout_s}s"
         time.sleep(0.5)
 
@@ -294,7 +235,7 @@ def test_worker_fills_neo4j_redis_dead_letters_and_changelog(reference: Referenc
     async def run() -> ChangelogFollower:
         task = asyncio.create_task(worker.run())
         deadline = time.monotonic() + 120
-        while not await _caught_up(cfg.group, prefix):
+        while not await caught_up(cfg.group, prefix):
             assert not task.done(), task.result()
             assert time.monotonic() < deadline, "worker did not catch up"
             await asyncio.sleep(0.3)
@@ -376,7 +317,7 @@ def test_neo4j_outage_backs_off_then_catches_up(
             assert workers[0].proc.poll() is None, workers[0].log()[-3000:]
             assert time.monotonic() < deadline, workers[0].log()[-3000:]
             time.sleep(0.2)
-        assert not asyncio.run(_caught_up(group, prefix))  # nothing committed past the stores
+        assert not asyncio.run(caught_up(group, prefix))  # nothing committed past the stores
     finally:
         subprocess.run(["bash", str(SERVICES), "up", "neo4j"], check=True, timeout=180)
     _wait_caught_up(group, prefix, 120)

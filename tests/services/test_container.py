@@ -22,10 +22,6 @@ from typing import Any
 
 import neo4j
 import pytest
-import redis
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -39,7 +35,7 @@ from feature_stream.graph_neo4j import Neo4jGraphStore
 from feature_stream.graph_schema import TXN
 from feature_stream.graph_window import WindowedGraphStore
 from feature_stream.ingest import Ingestor
-from feature_stream.kafka_io import KafkaEventSink, produce_stream, source_topics
+from feature_stream.kafka_io import KafkaEventSink, produce_stream
 from feature_stream.stream_app import StreamConfig, StreamWorker, make_app
 from gnn.artifact import ModelBundle
 from services.api.app import create_app
@@ -47,6 +43,7 @@ from services.audit import InMemoryAuditSink
 from services.cases.store_neo4j import delete_cases
 from services.container import Container, build_container
 from services.settings import Settings
+from tests.services_up import caught_up, require
 
 BOOTSTRAP = os.environ.get("RISKGRAPH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 NEO4J_URI = os.environ.get("RISKGRAPH_NEO4J_URI", "bolt://127.0.0.1:7687")
@@ -94,62 +91,9 @@ class WorkerThread:
         self.loop.close()
 
 
-def _services_up() -> None:
-    down = []
-    try:
-        asyncio.run(_kafka_ping())
-    except Exception as exc:
-        down.append(f"Kafka at {BOOTSTRAP} ({exc!r})")
-    try:
-        with neo4j.GraphDatabase.driver(NEO4J_URI, auth=None) as driver:
-            driver.verify_connectivity()
-    except Exception as exc:
-        down.append(f"Neo4j at {NEO4J_URI} ({exc!r})")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping()
-    except Exception as exc:
-        down.append(f"Redis at {REDIS_URL} ({exc!r})")
-    if down:
-        pytest.fail(
-            "integration services unreachable: " + "; ".join(down) + ". Start them with "
-            "`deploy/services.sh up kafka neo4j redis`.",
-            pytrace=False,
-        )
-
-
-async def _kafka_ping() -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
-    await asyncio.wait_for(admin.start(), 10)
-    try:
-        await admin.list_topics()
-    finally:
-        await admin.close()
-
-
-async def _caught_up(group: str, prefix: str) -> bool:
-    """Has ``group`` committed every source partition up to its end offset?"""
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    await consumer.start()
-    try:
-        try:
-            committed = await admin.list_consumer_group_offsets(group)
-        except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError):
-            return False  # no coordinator yet: nothing committed; the caller polls
-        parts = [TopicPartition(t, 0) for t in source_topics(prefix).values()]
-        ends = await consumer.end_offsets(parts)
-        return all(
-            tp in committed and committed[tp].offset >= ends[tp] for tp in parts if ends[tp] > 0
-        )
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    _services_up()
+    require("kafka", "neo4j", "redis")
     directory = tmp_path_factory.mktemp("stream")
     generate(
         GeneratorConfig(
@@ -187,7 +131,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     running = WorkerThread(worker)
     try:
         deadline = time.monotonic() + 180
-        while not asyncio.run(_caught_up(cfg.group, prefix)):
+        while not asyncio.run(caught_up(cfg.group, prefix)):
             assert running.thread.is_alive(), "the stream worker stopped"
             assert time.monotonic() < deadline, "the stream worker did not catch up"
             time.sleep(0.5)

@@ -7,7 +7,6 @@ backtesting the range from Kafka gives the same scores and actions as backtestin
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import os
 import time
@@ -16,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from feature_stream.event_io import FileEventSource
 from feature_stream.kafka_io import KafkaEventSink, all_topics, produce_stream
@@ -24,6 +22,7 @@ from gnn.artifact import ModelBundle, save_artifact
 from gnn.train import DAY, stream_end
 from services.backtest.sources import KafkaRangeSource
 from services.cli import main as cli
+from tests.services_up import require
 
 pytestmark = pytest.mark.integration
 
@@ -32,22 +31,7 @@ BOOTSTRAP = os.environ.get("RISKGRAPH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 @pytest.fixture(scope="module", autouse=True)
 def kafka() -> None:
-    async def ping() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
-        await asyncio.wait_for(admin.start(), 10)
-        try:
-            await admin.list_topics()
-        finally:
-            await admin.close()
-
-    try:
-        asyncio.run(ping())
-    except Exception as exc:
-        pytest.fail(
-            f"Kafka unreachable at {BOOTSTRAP} ({exc!r}); start it with "
-            "`deploy/services.sh up kafka`",
-            pytrace=False,
-        )
+    require("kafka")
 
 
 def _outsiders(stream: Path, suffix: str, n: int = 40) -> list[dict[str, object]]:
