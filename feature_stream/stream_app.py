@@ -64,7 +64,6 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_stream.event_io import InMemoryEventSink, RawRecord
-from feature_stream.events import to_record
 from feature_stream.feature_store import FeatureStore
 from feature_stream.features import observations_for
 from feature_stream.graph_store import GraphStore, TxnRecord
@@ -394,27 +393,27 @@ class StreamWorker:
         """Validate a batch, queue its dead letters and changelog records for sending; returns
         the accepted events (first occurrence of each id) and the send acknowledgements."""
         m = self.metrics
-        events: dict[str, tuple[AnyEvent, int]] = {}
+        events: dict[str, tuple[AnyEvent, ConsumerRecord[bytes, bytes]]] = {}
         for msg in msgs:
             topic = self._plain.get(msg.topic, msg.topic)
             (self._consumed.get(topic) or m.consumed.labels(topic)).inc()
             event = self._ingestor.parse(RawRecord(topic, decode(msg.value), msg.offset))
             if event is not None:
-                events.setdefault(event.event_id, (event, msg.timestamp))
+                events.setdefault(event.event_id, (event, msg))
         dead, self._dead.records = self._dead.records, []
         acks: list[asyncio.Future[Any]] = []
         for d in dead:
             m.dead.labels(str(d["topic"])).inc()
             acks.append(await producer.send(self._dead_topic, encode(d)))
         changelog = self._changelog_topic
-        for event, produced_ms in events.values():
+        for event, msg in events.values():
             self._accepted[event.type].inc()
             acks.append(
                 await producer.send(
                     changelog,
-                    encode(to_record(event)),
+                    msg.value,  # the source record as sent: it parses to this same event
                     key=event.key.encode(),
-                    headers=[(PRODUCED_AT_HEADER, str(produced_ms).encode())],
+                    headers=[(PRODUCED_AT_HEADER, str(msg.timestamp).encode())],
                 )
             )
         return [e for e, _ in events.values()], acks
