@@ -87,11 +87,13 @@ class FileEventSource(EventSource):
                     value = line
                 when = value.get("event_time") if isinstance(value, dict) else None
                 # Unparseable times sort first so bad records surface early, never get lost.
-                key = _sort_time(when)
+                key = sort_time(when)
                 yield key, rank, offset, RawRecord(topic, value, offset)
 
 
-def _sort_time(when: Any) -> str:
+def sort_time(when: Any) -> str:
+    """An ``event_time`` field as a UTC ISO string, which sorts chronologically; ``""`` when
+    it is missing or not a time (such records sort first and are rejected by validation)."""
     if not isinstance(when, str):
         return ""
     try:

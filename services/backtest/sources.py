@@ -24,27 +24,16 @@ import heapq
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from feature_stream.event_io import EventSource, RawRecord
+from feature_stream.event_io import EventSource, RawRecord, sort_time
 from feature_stream.events import TOPICS
 from feature_stream.kafka_io import decode, topic_partitions
 
 _Keyed = tuple[str, int, int, int, RawRecord]
-
-
-def _sort_time(value: Any) -> str:
-    """The record's event time as a UTC ISO string (sorts chronologically); ``""`` if none."""
-    when = value.get("event_time") if isinstance(value, dict) else None
-    if not isinstance(when, str):
-        return ""
-    try:
-        return datetime.fromisoformat(when).astimezone(UTC).isoformat()
-    except ValueError:
-        return ""
 
 
 @dataclass(frozen=True)
@@ -194,7 +183,7 @@ class KafkaRangeSource(EventSource):
                     break
                 value = decode(m.value)
                 yield (
-                    _sort_time(value),
+                    sort_time(value.get("event_time") if isinstance(value, dict) else None),
                     part.rank,
                     tp.partition,
                     m.offset,
