@@ -37,7 +37,7 @@ from feature_stream.graph_store import LABEL_FRAUD
 from feature_stream.ingest import Ingestor, IngestStats
 from gnn.artifact import ModelBundle, save_artifact
 from gnn.baseline import TreeBaseline
-from gnn.engine import prepare
+from gnn.engine import FusedForward, prepare
 from gnn.metrics import summary
 from gnn.model import TemporalHeteroGNN
 from gnn.tensorize import GraphBatch, tensorize
@@ -61,11 +61,30 @@ class TrainConfig(BaseModel):
         description="Gap before fit_time left out of "
         "training because its labels have not all arrived",
     )
-    val_days: float = Field(4.0, gt=0, description="Validation window length (days)")
+    val_days: float = Field(
+        4.0,
+        ge=0,
+        description="Validation window length (days) for early stopping; 0: none, the "
+        "training window runs up to the label delay and the last epoch's model is kept",
+    )
     negative_rate: float = Field(0.3, gt=0, le=1, description="Share of legit payments kept")
     fanouts: tuple[int, ...] = Field((15, 10), description="Per-hop sampling caps")
     hidden: int = Field(64, ge=8)
+    feature_bins: int = Field(
+        16, ge=0, description="Piecewise-linear bins per online feature (0: standardised only)"
+    )
+    max_pos_weight: float = Field(
+        20.0, ge=1, description="Cap on a fraud example's loss weight (legit/fraud ratio; 1: none)"
+    )
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the GNN's head")
     epochs: int = Field(12, ge=1)
+    average_epochs: int = Field(
+        0,
+        ge=0,
+        description="Keep the mean of the weights after each of the last n epochs (stochastic "
+        "weight averaging, over the cosine schedule's tail); 0: one epoch's weights, the best "
+        "on validation or the last without",
+    )
     batch_size: int = Field(256, ge=8)
     lr: float = Field(3e-3, gt=0)
     seed: int = 0
@@ -154,7 +173,7 @@ def _split(
     hist: History, fit: float, cfg: TrainConfig, rng: random.Random
 ) -> Iterator[tuple[str, list[Payment], list[int]]]:
     val_end = fit - cfg.label_delay_days * DAY
-    val_start = val_end - cfg.val_days * DAY
+    val_start = val_end - cfg.val_days * DAY  # == val_end without validation: empty window
     train_start = hist.first_ts + cfg.warmup_days * DAY
     if not train_start < val_start:
         raise ValueError(
@@ -182,15 +201,24 @@ def _fit_gnn(
     progress: bool,
 ) -> tuple[TemporalHeteroGNN, list[dict[str, float]]]:
     torch.manual_seed(cfg.seed)
-    model = TemporalHeteroGNN(len(FEATURE_NAMES), hidden=cfg.hidden, layers=len(cfg.fanouts) + 1)
-    feats = model.compress(torch.cat([b.features for b, _ in train]))
-    model.set_feature_scaling(feats.mean(0), feats.std(0))
+    model = TemporalHeteroGNN(
+        len(FEATURE_NAMES),
+        hidden=cfg.hidden,
+        layers=len(cfg.fanouts) + 1,
+        dropout=cfg.dropout,
+        feature_bins=cfg.feature_bins,
+    )
+    model.fit_feature_encoding(torch.cat([b.features for b, _ in train]))
     ys = torch.cat([y for _, y in train])
-    pos_weight = torch.tensor(min(20.0, float((ys == 0).sum() / ys.sum().clamp_min(1))))
+    ratio = float((ys == 0).sum() / ys.sum().clamp_min(1))
+    pos_weight = torch.tensor(min(cfg.max_pos_weight, max(ratio, 1.0)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     best, best_state, history = -1.0, None, []
+    averaged: dict[str, torch.Tensor] = {}
+    first_averaged = cfg.epochs - min(cfg.average_epochs, cfg.epochs)
+    step = FusedForward(model, trainable=True)  # model.forward's pass, several times faster
     order = list(range(len(train)))
     rng = random.Random(cfg.seed)
     for epoch in tqdm(range(cfg.epochs), desc="train gnn", disable=not progress):
@@ -200,20 +228,29 @@ def _fit_gnn(
         for k in order:
             batch, y = train[k]
             opt.zero_grad()
-            loss = loss_fn(model(batch), y)
+            loss = loss_fn(step.run(batch).logits, y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             total += loss.item() * len(y)
         sched.step()
         model.eval()
-        with torch.inference_mode():
-            s = torch.cat([model.predict(b) for b, _ in val]).numpy()
-        yv = torch.cat([y for _, y in val]).numpy()
-        m = summary(yv, s)
-        history.append({"epoch": epoch, "loss": total / len(ys), "val_auprc": m["auprc"]})
-        if m["auprc"] > best:
-            best = m["auprc"]
+        point: dict[str, float] = {"epoch": epoch, "loss": total / len(ys)}
+        if val:
+            fused = FusedForward(model)  # reads the weights as they are now
+            with torch.inference_mode():
+                s = torch.cat([torch.sigmoid(fused.run(b).logits) for b, _ in val]).numpy()
+            point["val_auprc"] = summary(torch.cat([y for _, y in val]).numpy(), s)["auprc"]
+        history.append(point)
+        if cfg.average_epochs and epoch >= first_averaged:
+            n = epoch - first_averaged  # epochs averaged so far
+            for name, v in model.state_dict().items():
+                # float weights: running mean; buffers fixed since fit_feature_encoding
+                got = averaged.get(name)
+                averaged[name] = v.clone() if got is None else got + (v - got) / (n + 1)
+            best_state = averaged
+        elif not val or point["val_auprc"] > best:  # without validation: the last epoch
+            best = point.get("val_auprc", best)
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
     assert best_state is not None
     model.load_state_dict(best_state)
@@ -249,6 +286,8 @@ def train(
     rng = random.Random(cfg.seed)
     splits = {name: (ps, ys) for name, ps, ys in _split(hist, fit, cfg, rng)}
     for name, (_, ys) in splits.items():
+        if name == "val" and cfg.val_days == 0:
+            continue
         if sum(ys) == 0 or sum(ys) == len(ys):
             raise ValueError(
                 f"the {name} window needs both fraud and legit payments "
@@ -259,17 +298,20 @@ def train(
 
     x_train = torch.cat([b.features for b, _ in train_b]).numpy()
     y_train = torch.cat([y for _, y in train_b]).numpy().astype(int)
-    x_val = torch.cat([b.features for b, _ in val_b]).numpy()
-    y_val = torch.cat([y for _, y in val_b]).numpy().astype(int)
     baseline = TreeBaseline(seed=cfg.seed).fit(x_train, y_train)
     gnn, curve = _fit_gnn(train_b, val_b, cfg, progress)
-    with torch.inference_mode():
-        gnn_val = torch.cat([gnn.predict(b) for b, _ in val_b]).numpy()
-    metrics = {
-        "val": {
+    val: dict[str, Any] = {}  # empty without a validation window
+    if val_b:
+        x_val = torch.cat([b.features for b, _ in val_b]).numpy()
+        y_val = torch.cat([y for _, y in val_b]).numpy().astype(int)
+        with torch.inference_mode():
+            gnn_val = torch.cat([gnn.predict(b) for b, _ in val_b]).numpy()
+        val = {
             "gnn": summary(y_val, gnn_val),
             "baseline": summary(y_val, baseline.predict(x_val)),
-        },
+        }
+    metrics = {
+        "val": val,
         "train_examples": len(y_train),
         "train_positives": int(y_train.sum()),
         "training_curve": curve,
@@ -300,6 +342,14 @@ def _row(name: str, m: dict[str, float]) -> str:
 
 def _model_card(m: dict[str, Any]) -> str:
     v = m["metrics"]["val"]
+    validation = (
+        f"""| model | AUPRC | ROC AUC | recall @ 1% FPR |
+|---|---|---|---|
+{_row("GNN", v["gnn"])}
+{_row("tree baseline", v["baseline"])}"""
+        if v
+        else "None: trained on the whole window for a fixed number of epochs (val_days 0)."
+    )
     return f"""# Model card — {m["version"]}
 
 **Intended use.** Scoring payment transactions for fraud from their temporal neighbourhood in
@@ -317,10 +367,7 @@ payment's time).
 
 **Validation (later window).**
 
-| model | AUPRC | ROC AUC | recall @ 1% FPR |
-|---|---|---|---|
-{_row("GNN", v["gnn"])}
-{_row("tree baseline", v["baseline"])}
+{validation}
 
 **Limits.** Trained on the data above; entities never seen before get only their own-payment
 features. Re-validate before use on another population.

@@ -37,7 +37,9 @@ def bundle(world: World) -> ModelBundle:
     torch.manual_seed(0)
     x = np.asarray(world.rows)
     y = np.asarray(world.y)
-    gnn = TemporalHeteroGNN(len(FEATURE_NAMES), hidden=16, layers=len(FANOUTS) + 1).eval()
+    gnn = TemporalHeteroGNN(len(FEATURE_NAMES), hidden=16, layers=len(FANOUTS) + 1, feature_bins=8)
+    gnn.fit_feature_encoding(torch.tensor(world.rows))
+    gnn.eval()
     return ModelBundle(
         gnn,
         TreeBaseline(max_iter=10).fit(x, y),
@@ -308,3 +310,25 @@ def test_a_score_does_not_depend_on_the_rest_of_its_batch(
     np.testing.assert_allclose(
         [s.embedding for s in alone], [s.embedding for s in together], rtol=0, atol=1e-5
     )
+
+
+def test_the_trainable_fused_forward_has_the_models_outputs_and_gradients(world: World) -> None:
+    torch.manual_seed(0)
+    model = TemporalHeteroGNN(
+        len(FEATURE_NAMES), hidden=16, layers=len(FANOUTS) + 1, feature_bins=4
+    )
+    model.fit_feature_encoding(torch.tensor(world.rows))
+    model.eval()  # no dropout: both passes must see the same network
+    batch = tensorize(world.prepared.subgraphs[:30], world.rows[:30])
+    grads = []
+    for forward in (model, lambda b: FusedForward(model, trainable=True).run(b).logits):
+        model.zero_grad()
+        logits = forward(batch)
+        logits.sum().backward()
+        # A weight no edge of the batch reaches has zero gradient or none, by pass.
+        g = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+        grads.append((logits.detach(), g))
+    (expected, g_expected), (got, g_got) = grads
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_got, g_expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -25,16 +25,22 @@ from gnn.baseline import TreeBaseline
 from gnn.engine import ScoringEngine, prepare
 from gnn.model import TemporalHeteroGNN
 from gnn.tensorize import tensorize
+from gnn.train import TrainConfig
 from tests.factories import payment
 from tests.gnn.conftest import FANOUTS, World, rebuilt
 
 
-def fit_gnn(world: World, seed: int, epochs: int = 30) -> TemporalHeteroGNN:
+def fit_gnn(
+    world: World, seed: int, epochs: int = 30, feature_bins: int = TrainConfig().feature_bins
+) -> TemporalHeteroGNN:
     torch.manual_seed(seed)
-    model = TemporalHeteroGNN(len(FEATURE_NAMES), hidden=16, layers=len(FANOUTS) + 1)
+    model = TemporalHeteroGNN(
+        len(FEATURE_NAMES), hidden=16, layers=len(FANOUTS) + 1, feature_bins=feature_bins
+    )
     # Any non-trivial scaling will do: the round-trip check needs buffers that differ from init.
     n = len(FEATURE_NAMES)
     model.set_feature_scaling(torch.full((n,), 0.5), torch.full((n,), 2.0))
+    model.set_feature_bins((model.compress(torch.tensor(world.rows)) - 0.5) / 2.0)
     batch = tensorize(world.prepared.subgraphs, world.rows)
     target = torch.tensor(world.y, dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -182,3 +188,24 @@ def test_engine_serves_either_model_with_clamped_scores(bundle: ModelBundle, wor
         )
         assert {"features", "sampling", "gnn" if use_gnn else "fallback"} <= set(timings)
     assert engine.score([]) == ([], {})
+
+
+def test_piecewise_linear_feature_code_follows_the_training_quantiles() -> None:
+    model = TemporalHeteroGNN(2, hidden=8, layers=1, feature_bins=4)
+    # Feature 0 takes 5 distinct values (4 bins at its quantiles); feature 1 is constant.
+    model.set_feature_bins(
+        torch.tensor([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0], [4.0, 1.0]])
+    )
+    code = ((torch.tensor([[2.5, 1.0]]).unsqueeze(-1) - model.bin_low) * model.bin_scale).clamp(
+        0, 1
+    )
+    torch.testing.assert_close(code[0, 0], torch.tensor([1.0, 1.0, 0.5, 0.0]))
+    torch.testing.assert_close(code[0, 1], torch.zeros(4))  # no spread: no bins
+
+
+def test_a_model_without_bins_loads_from_a_config_that_predates_them() -> None:
+    old = TemporalHeteroGNN(len(FEATURE_NAMES), hidden=8, layers=2)
+    config = {k: v for k, v in old.config.items() if k != "feature_bins"}
+    again = TemporalHeteroGNN(**config)  # type: ignore[arg-type]
+    again.load_state_dict(old.state_dict())
+    assert again.config == old.config
