@@ -120,6 +120,15 @@ def main() -> None:
     ap.add_argument("--stream", default="runs/handbook/stream", help="converted stream (cached)")
     ap.add_argument("--models", default="runs/handbook/models")
     ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument(
+        "--only-folds", help="comma-separated fold numbers to run (e.g. 0,1), for parallel runs"
+    )
+    ap.add_argument(
+        "--tree-prior",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the GNN learns a residual over the tree baseline's log-odds",
+    )
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--average-epochs", type=int, default=10, help="weights averaged (SWA)")
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -143,7 +152,10 @@ def main() -> None:
     frauds = fraud_customers_by_day(stream)
     policy = WasmPolicy()
     folds = []
-    for k in range(args.folds):
+    chosen = (
+        [int(k) for k in args.only_folds.split(",")] if args.only_folds else range(args.folds)
+    )
+    for k in chosen:
         start = (FIRST_TRAINING_DAY - timedelta(days=7 * k)).timestamp()
         fit, end = start + 14 * DAY, start + 21 * DAY
         t0 = time.perf_counter()
@@ -163,6 +175,7 @@ def main() -> None:
             negative_rate=args.negative_rate,
             max_pos_weight=args.max_pos_weight,
             feature_bins=args.feature_bins,
+            tree_prior=args.tree_prior,
         )
         t1 = time.perf_counter()
         bundle, tm = train(

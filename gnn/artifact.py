@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from typing import Any
 import torch
 
 from feature_stream.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
+from feature_stream.graph_store import Subgraph
 from gnn.baseline import TreeBaseline
 from gnn.model import TemporalHeteroGNN
+from gnn.tensorize import GraphBatch, tensorize
 
 ARTIFACT_FORMAT = 1
 
@@ -40,6 +43,14 @@ class ModelBundle:
     @property
     def fanouts(self) -> tuple[int, ...]:
         return tuple(self.manifest["fanouts"])
+
+    def batch(self, subgraphs: Sequence[Subgraph], rows: Sequence[Sequence[float]]) -> GraphBatch:
+        """The GNN's input for sampled subgraphs and their online feature rows: the tensors,
+        plus the tree baseline's log-odds if the GNN adds them (``tree_prior``)."""
+        batch = tensorize(subgraphs, rows)
+        if self.gnn.config.get("tree_prior") and len(rows):
+            batch.prior = torch.from_numpy(self.baseline.raw(rows)).float()
+        return batch
 
 
 def save_artifact(path: Path, bundle: ModelBundle, model_card: str) -> Path:

@@ -83,13 +83,29 @@ class TreeBaseline:
     def predict(self, x: ArrayLike) -> np.ndarray:
         """Fraud probabilities ``[N]`` in [0, 1]."""
         rows = np.asarray(x, dtype=np.float64)
-        small = rows.ndim == 2 and len(rows) <= self.SMALL_BATCH
-        if not small or rows.shape[1] != self.model.n_features_in_:
+        flat = self._small(rows)
+        if flat is None:
             return self.model.predict_proba(rows)[:, 1]  # its checks name a bad shape
+        return 1.0 / (1.0 + np.exp(-flat.raw(rows)))
+
+    def raw(self, x: ArrayLike) -> np.ndarray:
+        """Log-odds ``[N]`` (what :meth:`predict` passes through the sigmoid)."""
+        rows = np.asarray(x, dtype=np.float64)
+        flat = self._small(rows)
+        if flat is None:
+            return np.asarray(self.model.decision_function(rows), dtype=np.float64)
+        return flat.raw(rows)
+
+    def _small(self, rows: np.ndarray) -> FlatTrees | None:
+        """The flat trees if ``rows`` is a small batch of the right width, else ``None``."""
+        if not (rows.ndim == 2 and len(rows) <= self.SMALL_BATCH):
+            return None
+        if rows.shape[1] != self.model.n_features_in_:
+            return None
         flat = getattr(self, "_flat", None)
         if flat is None:
             flat = self._flat = FlatTrees(self.model)
-        return 1.0 / (1.0 + np.exp(-flat.raw(rows)))
+        return flat
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)

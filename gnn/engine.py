@@ -34,7 +34,7 @@ from gnn.artifact import ModelBundle
 from gnn.ladder import SERVED_BY, Rung
 from gnn.model import TemporalHeteroGNN
 from gnn.reasons import reason_codes, rule_score
-from gnn.tensorize import EdgeType, GraphBatch, tensorize
+from gnn.tensorize import EdgeType, GraphBatch
 
 _NO_FEATURES = InMemoryFeatureStore()  # stays empty: what "nothing known yet" looks like
 
@@ -368,7 +368,7 @@ class FusedForward:
             h = new
         z = h["transaction"][batch.root]
         emb = torch.cat([z, model.encode_features(batch.features)], dim=-1)
-        logits = model.head(emb).squeeze(-1)
+        logits = model.add_prior(model.head(emb).squeeze(-1), batch)
         return Forward(logits, emb, {t: torch.stack(v, dim=1) for t, v in caps.items()})
 
 
@@ -401,7 +401,7 @@ def propagate(
         h = {t: norm(h[t] + torch.relu(out[t])) if t in out else h[t] for t in h}
     z = h["transaction"][batch.root]
     logits = model.head(torch.cat([z, model.encode_features(batch.features)], dim=-1)).squeeze(-1)
-    return logits, {t: torch.stack(v, dim=1) for t, v in caps.items()}
+    return model.add_prior(logits, batch), {t: torch.stack(v, dim=1) for t, v in caps.items()}
 
 
 def to_device(batch: GraphBatch, device: torch.device) -> GraphBatch:
@@ -414,6 +414,7 @@ def to_device(batch: GraphBatch, device: torch.device) -> GraphBatch:
         {k: v.pin_memory() for k, v in batch.edge_index.items()},
         batch.root.pin_memory(),
         batch.features.pin_memory(),
+        None if batch.prior is None else batch.prior.pin_memory(),
     )
     return pinned.to(device)
 
@@ -478,7 +479,9 @@ class ScoringEngine:
         if not payments:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         prep = self.prepare(payments)
-        batch = to_device(tensorize(prep.subgraphs, [f.values for f in prep.features]), self.device)
+        batch = to_device(
+            self.bundle.batch(prep.subgraphs, [f.values for f in prep.features]), self.device
+        )
         with torch.inference_mode():
             emb = self.fused.run(batch).embedding
         return emb.float().cpu().numpy()
@@ -549,7 +552,7 @@ class ScoringEngine:
         self, subgraphs: Sequence[Subgraph], rows: Sequence[Sequence[float]], rung: Rung
     ) -> tuple[list[float], list[tuple[float, ...] | None]]:
         """Scores and case embeddings of a batch, from one pass and one copy to the host."""
-        batch = to_device(tensorize(subgraphs, rows), self.device)
+        batch = to_device(self.bundle.batch(subgraphs, rows), self.device)
         with torch.inference_mode():
             if self.cache is None or rung == "reduced":
                 out = self.fused.run(batch)

@@ -18,7 +18,6 @@ from tqdm import tqdm
 from gnn.artifact import ModelBundle
 from gnn.engine import prepare
 from gnn.metrics import summary
-from gnn.tensorize import tensorize
 from gnn.train import History, load_history
 
 
@@ -58,7 +57,7 @@ def evaluate_window(
         leaks += sum(prep.max_time_used(j) >= p.event_time.timestamp() for j, p in enumerate(chunk))
         rows = [list(f.values) for f in prep.features]
         with torch.inference_mode():
-            gnn_s += bundle.gnn.predict(tensorize(prep.subgraphs, rows)).tolist()
+            gnn_s += bundle.gnn.predict(bundle.batch(prep.subgraphs, rows)).tolist()
         base_s += bundle.baseline.predict(rows).tolist()
     y = [truth[p.event_id][0] for p in pays]
     scen = [truth[p.event_id][1] for p in pays]

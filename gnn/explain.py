@@ -31,7 +31,7 @@ from feature_stream.events import Payment
 from feature_stream.graph_schema import NODE_TYPES, RELATION_NAMES, TXN
 from feature_stream.graph_store import LABEL_FRAUD, LABEL_LEGIT, Subgraph
 from gnn.engine import ScoringEngine, to_device
-from gnn.tensorize import EdgeType, GraphBatch, tensorize
+from gnn.tensorize import EdgeType, GraphBatch
 
 ROWS_PER_PASS = 100_000  # node rows per forward pass: bounds memory on large subgraphs
 
@@ -163,7 +163,7 @@ def occlusion_logits(
     """
     n, m = g.num_nodes, g.num_edges
     with torch.inference_mode():
-        base = tensorize([g], [features])
+        base = engine.bundle.batch([g], [features])
         types = list(base.edge_index)  # edge types of g, in tensorize's order
         code = {et: k for k, et in enumerate(types)}
         nt = [NODE_TYPES[c] for c in g.node_type]
@@ -215,4 +215,5 @@ def _replicate(
         edge_index,
         base.root + torch.arange(v) * n[NODE_TYPES[TXN]],
         base.features.repeat(v, 1),
+        None if base.prior is None else base.prior.repeat(v),
     )

@@ -28,6 +28,10 @@ class TemporalHeteroGNN(nn.Module):
             reach the query.
         feature_bins: bins of the piecewise-linear feature encoding (0: standardised values
             only, as artifacts from before it have).
+        tree_prior: the logit is the batch's ``prior`` (the artifact's tree baseline, in
+            log-odds) plus the network's output, so the network learns what the graph adds to
+            the tree, as in "Boost then Convolve" (Ivanov & Prokhorenkova, ICLR 2021). The
+            engine fills ``prior``; a batch without one raises.
         feature_mean, feature_std: standardisation of the online features (``[F]``), stored in
             the state dict so a loaded model needs nothing else; so are the bins
             (``bin_low``, ``bin_scale``: ``[F, feature_bins]``).
@@ -45,6 +49,7 @@ class TemporalHeteroGNN(nn.Module):
         layers: int = 3,
         dropout: float = 0.1,
         feature_bins: int = 0,
+        tree_prior: bool = False,
     ) -> None:
         super().__init__()
         if feature_bins < 0:
@@ -55,6 +60,7 @@ class TemporalHeteroGNN(nn.Module):
             "layers": layers,
             "dropout": dropout,
             "feature_bins": feature_bins,
+            "tree_prior": tree_prior,
         }
         self.encoders = nn.ModuleDict({t: nn.Linear(IN_DIMS[t], hidden) for t in NODE_TYPES})
         self.convs = nn.ModuleList(
@@ -132,7 +138,16 @@ class TemporalHeteroGNN(nn.Module):
             out = conv(h, batch.edge_index)
             h = {t: norm(h[t] + torch.relu(out[t])) if t in out else h[t] for t in h}
         z = h["transaction"][batch.root]
-        return self.head(torch.cat([z, self.encode_features(batch.features)], dim=-1)).squeeze(-1)
+        out = self.head(torch.cat([z, self.encode_features(batch.features)], dim=-1)).squeeze(-1)
+        return self.add_prior(out, batch)
+
+    def add_prior(self, logits: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+        """``logits`` plus the batch's prior if the model was trained with one."""
+        if not self.config.get("tree_prior"):
+            return logits
+        if batch.prior is None:
+            raise ValueError("this model adds the tree baseline's log-odds: the batch has none")
+        return logits + batch.prior.to(logits.dtype)
 
     @torch.inference_mode()
     def predict(self, batch: GraphBatch) -> torch.Tensor:

@@ -38,12 +38,15 @@ class GraphBatch:
     * ``edge_index[(src, rel, dst)]``: ``[2, E]`` int64, message direction ``src → dst``
     * ``root``: ``[B]`` int64, index of each query in ``x["transaction"]``
     * ``features``: ``[B, F]`` float32 online features (already standardised if asked)
+    * ``prior``: ``[B]`` float32 log-odds the model adds to its own (the tree baseline's, for
+      a model trained with ``tree_prior``); ``None``: none
     """
 
     x: dict[str, torch.Tensor]
     edge_index: dict[EdgeType, torch.Tensor]
     root: torch.Tensor
     features: torch.Tensor
+    prior: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> GraphBatch:
         return GraphBatch(
@@ -51,6 +54,7 @@ class GraphBatch:
             {k: v.to(device, non_blocking=True) for k, v in self.edge_index.items()},
             self.root.to(device, non_blocking=True),
             self.features.to(device, non_blocking=True),
+            None if self.prior is None else self.prior.to(device, non_blocking=True),
         )
 
 

@@ -77,6 +77,14 @@ class TrainConfig(BaseModel):
         20.0, ge=1, description="Cap on a fraud example's loss weight (legit/fraud ratio; 1: none)"
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the GNN's head")
+    tree_prior: bool = Field(
+        False,
+        description="The GNN adds its output to the tree baseline's log-odds and learns the "
+        "residual (trained on out-of-fold tree scores, see prior_folds)",
+    )
+    prior_folds: int = Field(
+        5, ge=2, description="Cross-fitting folds for the training examples' tree prior"
+    )
     epochs: int = Field(12, ge=1)
     average_epochs: int = Field(
         0,
@@ -194,6 +202,30 @@ def _split(
         yield name, ps, ys
 
 
+def _out_of_fold(x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """Tree log-odds for each training example from a tree that never saw it (cross-fitting,
+    ``cfg.prior_folds`` folds): the prior the GNN trains on is as noisy as the one it meets
+    when scoring, not the training fit."""
+    fold = np.random.default_rng(cfg.seed).integers(0, cfg.prior_folds, len(y))
+    out = np.zeros(len(y))
+    for k in range(cfg.prior_folds):
+        held = fold == k
+        if held.any():
+            tree = TreeBaseline(seed=cfg.seed).fit(x[~held], y[~held])
+            out[held] = tree.raw(x[held])
+    return out
+
+
+def _set_priors(batches: list[tuple[GraphBatch, torch.Tensor]], prior: np.ndarray) -> None:
+    """Hand ``prior`` (in the batches' concatenated row order) out to each batch."""
+    at = 0
+    for batch, y in batches:
+        batch.prior = torch.from_numpy(prior[at : at + len(y)]).float()
+        at += len(y)
+    if at != len(prior):
+        raise ValueError(f"{len(prior)} priors for {at} examples")
+
+
 def _fit_gnn(
     train: list[tuple[GraphBatch, torch.Tensor]],
     val: list[tuple[GraphBatch, torch.Tensor]],
@@ -207,6 +239,7 @@ def _fit_gnn(
         layers=len(cfg.fanouts) + 1,
         dropout=cfg.dropout,
         feature_bins=cfg.feature_bins,
+        tree_prior=cfg.tree_prior,
     )
     model.fit_feature_encoding(torch.cat([b.features for b, _ in train]))
     ys = torch.cat([y for _, y in train])
@@ -299,6 +332,11 @@ def train(
     x_train = torch.cat([b.features for b, _ in train_b]).numpy()
     y_train = torch.cat([y for _, y in train_b]).numpy().astype(int)
     baseline = TreeBaseline(seed=cfg.seed).fit(x_train, y_train)
+    if cfg.tree_prior:
+        _set_priors(train_b, _out_of_fold(x_train, y_train, cfg))
+        if val_b:
+            x_val = torch.cat([b.features for b, _ in val_b]).numpy()
+            _set_priors(val_b, baseline.raw(x_val))
     gnn, curve = _fit_gnn(train_b, val_b, cfg, progress)
     val: dict[str, Any] = {}  # empty without a validation window
     if val_b:

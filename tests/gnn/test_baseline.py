@@ -51,3 +51,10 @@ def test_pickles_without_the_derived_arrays(fitted: tuple[TreeBaseline, np.ndarr
     clone = pickle.loads(pickle.dumps(model))
     assert getattr(clone, "_flat", None) is None
     np.testing.assert_allclose(clone.predict(x[:4]), model.predict(x[:4]), atol=0)
+
+
+def test_raw_is_the_log_odds_of_predict(fitted: tuple[TreeBaseline, np.ndarray]) -> None:
+    model, x = fitted
+    for rows in (x[:3], x):  # the flat walk and scikit-learn
+        p = model.predict(rows)
+        np.testing.assert_allclose(model.raw(rows), np.log(p / (1 - p)), rtol=0, atol=1e-9)

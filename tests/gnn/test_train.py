@@ -1,11 +1,17 @@
-"""GNN fitting without a validation window and with weight averaging (handbook protocol)."""
+"""GNN fitting without a validation window, with weight averaging (handbook protocol) and over
+the tree baseline's out-of-fold log-odds."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
+from gnn.artifact import ModelBundle
+from gnn.baseline import TreeBaseline
+from gnn.engine import ScoringEngine
 from gnn.tensorize import tensorize
-from gnn.train import TrainConfig, _fit_gnn
+from gnn.train import TrainConfig, _fit_gnn, _out_of_fold, _set_priors
 from tests.gnn.conftest import FANOUTS, World
 
 
@@ -40,3 +46,43 @@ def test_averaged_weights_differ_from_the_last_epochs_and_score(world: World) ->
     assert any(not torch.equal(a, b) for a, b in zip(weights(last), weights(avg), strict=True))
     s = avg.predict(batches(world, size=len(world.payments))[0][0])
     assert bool(((s >= 0) & (s <= 1)).all())
+
+
+def test_out_of_fold_priors_never_see_their_own_label(world: World) -> None:
+    x, y = np.asarray(world.rows), np.asarray(world.y)
+    cfg = config(tree_prior=True, prior_folds=3)
+    prior = _out_of_fold(x, y, cfg)
+    assert prior.shape == (len(y),)
+    fold = np.random.default_rng(cfg.seed).integers(0, 3, len(y))
+    i = int(np.flatnonzero(y == 1)[0])
+    flipped = y.copy()
+    flipped[i] = 0
+    again = _out_of_fold(x, flipped, cfg)
+    same = fold == fold[i]
+    np.testing.assert_array_equal(again[same], prior[same])  # trees that never saw row i
+    assert not np.array_equal(again[~same], prior[~same])  # the trees that did see it changed
+
+
+def test_a_tree_prior_model_learns_a_residual_over_the_trees_log_odds(world: World) -> None:
+    x, y = np.asarray(world.rows), np.asarray(world.y)
+    tree = TreeBaseline(max_iter=10).fit(x, y)
+    train = batches(world)
+    _set_priors(train, _out_of_fold(x, y, config(prior_folds=3)))
+    model, _ = _fit_gnn(train, [], config(tree_prior=True), progress=False)
+    bundle = ModelBundle(model, tree, {"version": "prior-test", "fanouts": list(FANOUTS)})
+    batch = bundle.batch(world.prepared.subgraphs, world.rows)
+    assert batch.prior is not None
+    np.testing.assert_allclose(batch.prior.numpy(), tree.raw(x), rtol=0, atol=1e-5)
+    with torch.inference_mode():
+        with_prior = model(batch)
+        batch.prior = torch.zeros(len(y))
+        residual = model(batch)
+        batch.prior = None
+        with pytest.raises(ValueError, match="log-odds"):
+            model(batch)
+    torch.testing.assert_close(with_prior - residual, torch.from_numpy(tree.raw(x)).float())
+    engine = ScoringEngine(bundle, world.graph, world.features, cache_size=0)
+    scored, _ = engine.infer(world.payments, "full")
+    np.testing.assert_allclose(
+        [s.score for s in scored], torch.sigmoid(with_prior).numpy(), rtol=0, atol=1e-5
+    )
