@@ -10,7 +10,7 @@ import torch
 
 from feature_stream.features import FEATURE_NAMES
 from feature_stream.graph_schema import NODE_TYPES, RELATION_NAMES, message_edge_types
-from feature_stream.graph_store import Subgraph
+from feature_stream.graph_store import LABEL_FRAUD, LABEL_LEGIT, LABEL_UNKNOWN, Subgraph
 from gnn.tensorize import ENTITY_DIM, IN_DIMS, TXN_DIM, tensorize
 from tests.gnn.conftest import World
 
@@ -111,3 +111,36 @@ def test_mismatched_lengths_are_rejected(
     subgraphs, rows = batch_inputs
     with pytest.raises(ValueError, match="feature rows"):
         tensorize(subgraphs, rows[:-1])
+
+
+def one_node_at_a_time(subgraphs: list[Subgraph]) -> tuple[dict[str, list], dict[tuple, list]]:
+    """The module docstring's inputs, node by node and edge by edge (the reference)."""
+    x: dict[str, list] = {t: [] for t in NODE_TYPES}
+    edges: dict[tuple, list] = {}
+    for g in subgraphs:
+        pos = []
+        for i, (nt, (a0, a1, a2, a3)) in enumerate(zip(g.node_type, g.node_attr, strict=True)):
+            name = NODE_TYPES[nt]
+            pos.append(len(x[name]))
+            age = math.log1p(a1 / 3600) / 5 if a1 >= 0 else 0.0
+            if name == "transaction":
+                flags = [a2 == LABEL_FRAUD, a2 == LABEL_LEGIT, a2 == LABEL_UNKNOWN, i == 0]
+                x[name].append([math.log1p(a0), age, *flags, a3 == 0.0, a3 == 1.0])
+            else:
+                x[name].append([math.log1p(a0), age, a0 > 0, g.node_hop[i] == 1])
+        for s, d, r in zip(g.src, g.dst, g.rel, strict=True):
+            et = (NODE_TYPES[g.node_type[s]], RELATION_NAMES[r], NODE_TYPES[g.node_type[d]])
+            edges.setdefault(et, []).append((pos[s], pos[d]))
+    return x, edges
+
+
+def test_the_batch_equals_the_node_by_node_reference(world: World) -> None:
+    subgraphs = world.prepared.subgraphs
+    b = tensorize(subgraphs, world.rows)
+    x, edges = one_node_at_a_time(subgraphs)
+    for name in NODE_TYPES:
+        want = torch.tensor(x[name], dtype=torch.float32).reshape(-1, IN_DIMS[name])
+        torch.testing.assert_close(b.x[name], want, rtol=1e-6, atol=1e-7)
+    assert list(b.edge_index)[: len(edges)] == list(edges)  # first-appearance order
+    for et, pairs in edges.items():
+        assert b.edge_index[et].t().tolist() == [list(p) for p in pairs]
