@@ -87,7 +87,11 @@ def load_artifact(path: Path) -> ModelBundle:
     if manifest.get("feature_schema") != list(FEATURE_NAMES):
         raise ValueError("artifact feature schema differs from this build's FEATURE_NAMES")
     gnn = TemporalHeteroGNN(**manifest["gnn_config"])
-    gnn.load_state_dict(torch.load(path / "gnn.pt", map_location="cpu", weights_only=True))
+    state = torch.load(path / "gnn.pt", map_location="cpu", weights_only=True)
+    for name, buf in gnn.state_dict().items():
+        if name not in state and buf.numel() == 0:
+            state[name] = buf  # a buffer added since, empty where its option is off
+    gnn.load_state_dict(state)
     gnn.eval()
     with open(path / "baseline.pkl", "rb") as fh:
         baseline = pickle.load(fh)

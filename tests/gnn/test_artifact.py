@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from feature_stream.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from gnn.artifact import ARTIFACT_FORMAT, ModelBundle, load_artifact, save_artifact
@@ -60,3 +61,25 @@ def test_refuses_another_artifact_format(saved: Path) -> None:
 def test_missing_artifact_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="riskgraph train"):
         load_artifact(tmp_path / "nothing-here")
+
+
+def test_an_artifact_from_before_the_feature_bins_still_loads(saved: Path) -> None:
+    state = torch.load(saved / "gnn.pt", weights_only=True)
+    for name in ("bin_low", "bin_scale"):
+        del state[name]  # what an artifact trained before the piecewise-linear encoding holds
+    torch.save(state, saved / "gnn.pt")
+    manifest = json.loads((saved / "manifest.json").read_text())
+    for key in ("feature_bins", "tree_prior"):
+        del manifest["gnn_config"][key]
+    (saved / "manifest.json").write_text(json.dumps(manifest))
+    loaded = load_artifact(saved)
+    assert loaded.gnn.bin_low.shape == (len(FEATURE_NAMES), 0)
+    assert not loaded.gnn.config["tree_prior"]
+
+
+def test_a_missing_weight_is_still_refused(saved: Path) -> None:
+    state = torch.load(saved / "gnn.pt", weights_only=True)
+    del state["head.0.weight"]
+    torch.save(state, saved / "gnn.pt")
+    with pytest.raises(RuntimeError, match=r"head\.0\.weight"):
+        load_artifact(saved)
