@@ -59,6 +59,13 @@ class Container:
         if isinstance(self.graph, WindowedGraphStore):
             registry.register(WindowMetrics(self.graph))
 
+    def not_ready(self) -> list[str]:
+        """Why the API should take no traffic now (empty: ready): in service mode, a graph
+        window whose changelog follower has stopped."""
+        from feature_stream.graph_window import WindowedGraphStore
+
+        return self.graph.not_ready() if isinstance(self.graph, WindowedGraphStore) else []
+
     def close(self) -> None:
         self.scoring.close()  # answer what is queued before closing what it writes to
         self.review.index.save(index_dir(self.settings))
@@ -132,6 +139,7 @@ def build_container(
         deadline_margin_ms=settings.deadline_margin_ms,
         rungs=settings.ladder,
         shed_on_deadline=settings.shed_on_deadline,
+        gate_ttl_s=settings.gate_ttl_s,
     )
     cases = cases if cases is not None else build_cases(settings)
     review = ReviewService(

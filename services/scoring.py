@@ -41,6 +41,7 @@ from gnn.engine import Scored, ScoringEngine
 from gnn.ladder import LADDER, Rung, StageCosts, choose_rung
 from services.audit import AuditSink
 from services.auth import Principal
+from services.gate_cache import GateCache
 from services.idempotency import IdempotencyCache, IdempotencyConflict
 from services.policy import GateResult, PolicyEvaluator, PolicyUnavailable
 
@@ -119,6 +120,8 @@ class ScoringService:
             (``"policy"`` is always the floor).
         shed_on_deadline: also shed a request at the door when the expected queue wait
             exceeds its deadline (answering it late would break the SLA anyway).
+        gate_ttl_s: how long a gate answer is reused for the same caller and context
+            (:class:`~services.gate_cache.GateCache`; 0: every request evaluates the gate).
     """
 
     def __init__(
@@ -137,10 +140,12 @@ class ScoringService:
         deadline_margin_ms: float = 1.0,
         rungs: Sequence[Rung] = LADDER,
         shed_on_deadline: bool = True,
+        gate_ttl_s: float = 1.0,
     ) -> None:
         self.engine = engine
         self.ingestor = ingestor
         self.policy = policy
+        self.gates = GateCache(policy, ttl_s=gate_ttl_s)
         self.audit = audit
         self.audit_key = audit_secret.encode()
         self.shadow_baseline = shadow_baseline
@@ -260,7 +265,7 @@ class ScoringService:
                 continue
             t0 = time.perf_counter()
             try:
-                gate = self.policy.gate(self._gate_input(job.principal))
+                gate = self.gates.gate(self._gate_input(job.principal))
             except PolicyUnavailable as exc:
                 resolve(i, exc)
                 continue

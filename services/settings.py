@@ -160,6 +160,12 @@ class Settings(BaseSettings):
         description="RISKGRAPH_SHED_ON_DEADLINE; also answer 429 at once when the expected "
         "queue wait alone exceeds a request's deadline",
     )
+    gate_ttl_s: float = Field(
+        1.0,
+        ge=0,
+        description="RISKGRAPH_GATE_TTL_S; seconds a gate policy answer is reused for the same "
+        "caller and request context (0: evaluate the gate for every request)",
+    )
     ladder: tuple[Literal["full", "reduced", "cached", "tree", "policy"], ...] = Field(
         ("full", "reduced", "cached", "tree", "policy"),
         description="RISKGRAPH_LADDER; JSON list of the degradation ladder rungs in use "
