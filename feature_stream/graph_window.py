@@ -335,6 +335,12 @@ class WindowedGraphStore(GraphStore):
         thread.start()
         return cls(window, durable, publish, thread, undelivered)
 
+    def not_ready(self) -> list[str]:
+        """Why this replica should take no traffic now (empty: ready): its changelog follower
+        stopped, so the window no longer sees what other replicas and the worker fuse."""
+        f = self.follower
+        return [] if f is None or f.running else ["graph changelog follower stopped"]
+
     # -- writes ---------------------------------------------------------------------------------
     def _fuse(self, event: AnyEvent) -> None:
         self.window.add(event)

@@ -110,8 +110,18 @@ def create_app(container: Container) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], responses=AUTH_ERRORS)
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        responses={
+            **AUTH_ERRORS,
+            503: {"model": ErrorResponse, "description": "Not ready: the reasons are listed"},
+        },
+    )
     def readyz(c: ContainerDep, _: PrincipalDep) -> dict[str, Any]:
+        reasons = c.not_ready()
+        if reasons:
+            raise HTTPException(503, detail="not ready: " + "; ".join(reasons))
         return {
             "status": "ready",
             "model_version": c.bundle.version,

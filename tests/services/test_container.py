@@ -274,6 +274,12 @@ def test_service_mode_scores_from_window_and_neo4j_as_embedded_does(
             s2 = _score(client, q2)
             r1, r2 = _score(ref_client, q1), _score(ref_client, q2)
             metrics = client.get("/metrics").text
+            # A replica whose changelog follower stopped no longer sees other writers: unready.
+            assert service.graph.follower is not None
+            service.graph.follower.close()
+            gone = client.get("/readyz")
+        assert gone.status_code == 503
+        assert "graph changelog follower stopped" in gone.json()["detail"]
         # q1's entities are all in the window; q2's account is not: Neo4j samples it.
         assert 'riskgraph_graph_samples_total{reason="in_window",source="window"} 1.0' in metrics
         assert (
