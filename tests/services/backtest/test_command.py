@@ -13,32 +13,6 @@ from services.backtest.command import check_args, retrain_schedule
 from services.cli import build_parser
 from services.cli import main as cli
 
-NEW_OPTIONS = (
-    "--kafka-bootstrap",
-    "--topic-prefix",
-    "--from",
-    "--to",
-    "--policy",
-    "--retrain-every",
-    "--train-window",
-    "--retrain-model",
-    "--train-config",
-    "--speed",
-    "--checkpoint",
-    "--checkpoint-every",
-    "--resume",
-)
-
-
-def test_help_lists_the_source_retrain_pacing_and_checkpoint_options(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    with pytest.raises(SystemExit) as info:
-        cli(["backtest", "--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    assert [o for o in NEW_OPTIONS if o not in out] == []
-
 
 def _args(*argv: str) -> object:
     return build_parser().parse_args(["backtest", "--out", "x", "--model", "a=A", *argv])
