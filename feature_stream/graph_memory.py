@@ -205,52 +205,63 @@ class InMemoryGraphStore(GraphStore):
 
     def _sample_one(self, q: Payment, fanouts: tuple[int, ...]) -> Subgraph:
         t = q.event_time.timestamp()
-        g = Subgraph(t=t)
+        node_type: list[int] = []
+        node_id: list[str] = []
+        node_attr: list[tuple[float, float, float, float]] = []
+        node_hop: list[int] = []
+        src: list[int] = []
+        dst: list[int] = []
+        rels: list[int] = []
+        edge_ts: list[float] = []
         local: dict[NodeKey, int] = {}
         adj = self._adj
         txns = self._txns
+        labels = self._labels
         max_used = -math.inf
+        unknown = float(LABEL_UNKNOWN)
+        no_history = (0.0, -1.0, 0.0, 0.0)
+        bisect_left = bisect.bisect_left
 
-        def add_node(key: NodeKey, hop: int) -> tuple[int, bool]:
+        def add_node(key: NodeKey, hop: int) -> int:
+            """Append a node not seen yet with its attributes as of ``t``; its local index."""
             nonlocal max_used
-            i = local.get(key)
-            if i is not None:
-                return i, False
-            i = len(g.node_type)
+            i = len(node_type)
             local[key] = i
-            g.node_type.append(key[0])
-            g.node_id.append(key[1])
-            g.node_hop.append(hop)
-            if key[0] == TXN:
-                rec = txns.get(key[1])
+            ntype, nid = key
+            node_type.append(ntype)
+            node_id.append(nid)
+            node_hop.append(hop)
+            if ntype == TXN:
+                rec = txns.get(nid)
                 if rec is None:  # evicted payment: keep the node, attributes unknown
-                    g.node_attr.append((0.0, -1.0, float(LABEL_UNKNOWN), 0.0))
-                else:
-                    label, lts = self._label_with_time(key[1], t)
-                    if lts > max_used:
-                        max_used = lts
-                    g.node_attr.append(
-                        (rec.amount, t - rec.ts, float(label), float(CHANNEL_CODE[rec.channel]))
-                    )
-            else:
-                a = adj.get(key)
-                if a is None:
-                    g.node_attr.append((0.0, -1.0, 0.0, 0.0))
-                else:
-                    k = bisect.bisect_left(a.times, t)
+                    node_attr.append((0.0, -1.0, unknown, 0.0))
+                    return i
+                label = unknown
+                hist = labels.get(nid)
+                if hist:
+                    k = bisect_left(hist, (t, -2))  # labels strictly before t
                     if k:
-                        last = a.times[k - 1]
-                        if last > max_used:
-                            max_used = last
-                        g.node_attr.append((float(k), t - last, 0.0, 0.0))
-                    else:
-                        g.node_attr.append((0.0, -1.0, 0.0, 0.0))
-            return i, True
+                        lts, code, _ = hist[k - 1]
+                        label = float(code)
+                        if lts > max_used:
+                            max_used = lts
+                node_attr.append((rec.amount, t - rec.ts, label, float(CHANNEL_CODE[rec.channel])))
+                return i
+            a = adj.get(key)
+            k = bisect_left(a.times, t) if a is not None else 0
+            if k:
+                last = a.times[k - 1]  # type: ignore[union-attr]
+                if last > max_used:
+                    max_used = last
+                node_attr.append((float(k), t - last, 0.0, 0.0))
+            else:
+                node_attr.append(no_history)
+            return i
 
-        root, _ = add_node((TXN, q.event_id), 0)
+        me = (TXN, q.event_id)
+        add_node(me, 0)
         # The query's own attributes come from the payment itself, not from the store.
-        g.node_attr[root] = (q.amount, 0.0, float(LABEL_UNKNOWN), float(CHANNEL_CODE[q.channel]))
-        frontier: list[NodeKey] = []
+        node_attr[0] = (q.amount, 0.0, unknown, float(CHANNEL_CODE[q.channel]))
         own: list[tuple[NodeKey, int]] = [
             ((ACCOUNT, q.account_id), _R_ACCOUNT),
             ((CARD, q.card_id), _R_CARD),
@@ -260,14 +271,16 @@ class InMemoryGraphStore(GraphStore):
             own.append(((DEVICE, q.device_id), _R_DEVICE))
         if q.ip is not None:
             own.append(((IP, q.ip), _R_IP))
+        frontier: list[NodeKey] = []
         for key, rel in own:
-            i, new = add_node(key, 1)
-            g.src.append(i)
-            g.dst.append(root)
-            g.rel.append(rel)
-            g.edge_ts.append(t)
-            if new:
+            i = local.get(key)
+            if i is None:
+                i = add_node(key, 1)
                 frontier.append(key)
+            src.append(i)
+            dst.append(0)
+            rels.append(rel)
+            edge_ts.append(t)
 
         for hop, fanout in enumerate(fanouts, start=2):
             nxt: list[NodeKey] = []
@@ -275,31 +288,42 @@ class InMemoryGraphStore(GraphStore):
                 a = adj.get(key)
                 if a is None:
                     continue
-                k = bisect.bisect_left(a.times, t)  # edges strictly before t
+                times = a.times
+                k = bisect_left(times, t)  # edges strictly before t
                 if not k:
                     continue
                 lo = k - fanout if k > fanout else 0
-                dst = local[key]
-                times = a.times
+                d = local[key]
                 nbrs = a.nbrs
                 for j in range(k - 1, lo - 1, -1):  # most recent first
                     rel, ntype, nid = nbrs[j]
                     nkey = (ntype, nid)
-                    if nkey == (TXN, q.event_id):
+                    if nkey == me:
                         continue  # a replayed query never samples itself
                     ets = times[j]
                     if ets > max_used:
                         max_used = ets
-                    i, new = add_node(nkey, hop)
-                    g.src.append(i)
-                    g.dst.append(dst)
-                    g.rel.append(rel)
-                    g.edge_ts.append(ets)
-                    if new:
+                    i = local.get(nkey)
+                    if i is None:
+                        i = add_node(nkey, hop)
                         nxt.append(nkey)
+                    src.append(i)
+                    dst.append(d)
+                    rels.append(rel)
+                    edge_ts.append(ets)
             frontier = nxt
-        g.max_time_used = max_used
-        return g
+        return Subgraph(
+            t=t,
+            node_type=node_type,
+            node_id=node_id,
+            node_attr=node_attr,
+            node_hop=node_hop,
+            src=src,
+            dst=dst,
+            rel=rels,
+            edge_ts=edge_ts,
+            max_time_used=max_used,
+        )
 
     # -- housekeeping ---------------------------------------------------------------------------
     def _evict_before(self, ts: float) -> int:
