@@ -9,6 +9,10 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gnn.train import TrainConfig
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -29,10 +33,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from gnn.train import TrainConfig, train
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """``riskgraph train``'s settings: ``--config``'s JSON, then the options given."""
+    from gnn.train import TrainConfig
 
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, holdout_days=args.holdout_days)
+    base = json.loads(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
+    given = {"epochs": args.epochs, "seed": args.seed, "holdout_days": args.holdout_days}
+    return TrainConfig.model_validate({**base, **{k: v for k, v in given.items() if v is not None}})
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from gnn.train import train
+
+    cfg = train_config(args)
     _, metrics = train(Path(args.stream), Path(args.out), cfg, progress=not args.quiet)
     print(json.dumps(metrics["val"], indent=2))
     print(f"artifact written to {args.out}")
@@ -269,13 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the GNN and the tree baseline on a stream directory")
     t.add_argument("--stream", required=True, help="stream directory (from `generate`)")
     t.add_argument("--out", required=True, help="artifact directory to write")
-    t.add_argument("--epochs", type=int, default=12)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--config",
+        help="JSON file of training settings (gnn.train.TrainConfig fields, e.g. "
+        '{"tree_prior": true, "negative_rate": 1.0}); the options below override it',
+    )
+    t.add_argument("--epochs", type=int, help="training epochs (default 12)")
+    t.add_argument("--seed", type=int, help="random seed (default 0)")
     t.add_argument(
         "--holdout-days",
         type=float,
-        default=7.0,
-        help="days at the end of the stream that training never reads",
+        help="days at the end of the stream that training never reads (default 7)",
     )
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from gnn.train import TrainConfig
 from services.audit import FileAuditSink
 from services.auth import verify_token
-from services.cli import main
+from services.cli import build_parser, main, train_config
 from services.settings import DEV_TOKEN_SECRET
 
 SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
@@ -25,7 +28,15 @@ SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ),
     ("token", "new"): ("--user", "--tenant", "--roles", "--ttl-hours"),
     ("generate",): ("--out", "--seed", "--accounts", "--days", "--invalid-rate", "--quiet"),
-    ("train",): ("--stream", "--out", "--epochs", "--seed", "--holdout-days", "--quiet"),
+    ("train",): (
+        "--stream",
+        "--out",
+        "--config",
+        "--epochs",
+        "--seed",
+        "--holdout-days",
+        "--quiet",
+    ),
     ("serve",): ("--model", "--history", "--host", "--port"),
     ("demo",): (
         "--out",
@@ -128,3 +139,25 @@ def test_token_new_prints_a_token_the_api_accepts(capsys: pytest.CaptureFixture[
     token = capsys.readouterr().out.strip()
     who = verify_token(DEV_TOKEN_SECRET, token)
     assert (who.id, who.tenant, who.roles, who.kind) == ("ana", "acme", ("auditor",), "analyst")
+
+
+def test_train_reads_a_config_file_and_the_options_override_it(tmp_path: Path) -> None:
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"tree_prior": True, "negative_rate": 1.0, "epochs": 3}))
+    base = ["train", "--stream", "s", "--out", "o", "--config", str(config)]
+    cfg = train_config(build_parser().parse_args(base))
+    assert (cfg.tree_prior, cfg.negative_rate, cfg.epochs, cfg.seed) == (True, 1.0, 3, 0)
+    cfg = train_config(build_parser().parse_args([*base, "--epochs", "5", "--seed", "2"]))
+    assert (cfg.tree_prior, cfg.epochs, cfg.seed) == (True, 5, 2)
+    plain = train_config(build_parser().parse_args(["train", "--stream", "s", "--out", "o"]))
+    assert plain == TrainConfig()
+
+
+def test_a_bad_train_config_names_the_field(tmp_path: Path) -> None:
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"negative_rate": 2.0}))
+    args = build_parser().parse_args(
+        ["train", "--stream", "s", "--out", "o", "--config", str(config)]
+    )
+    with pytest.raises(ValidationError, match="negative_rate"):
+        train_config(args)
