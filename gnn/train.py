@@ -388,6 +388,13 @@ def _model_card(m: dict[str, Any]) -> str:
         if v
         else "None: trained on the whole window for a fixed number of epochs (val_days 0)."
     )
+    prior = (
+        "\n\n**Tree prior.** The GNN's logit is the tree baseline's log-odds plus the network's "
+        "output; the network was trained on out-of-fold tree scores "
+        f"({m['train_config']['prior_folds']} folds), so it learns what the graph adds."
+        if m["train_config"].get("tree_prior")
+        else ""
+    )
     return f"""# Model card — {m["version"]}
 
 **Intended use.** Scoring payment transactions for fraud from their temporal neighbourhood in
@@ -401,7 +408,7 @@ are left out because their labels are incomplete.
 
 **Inputs.** {len(FEATURE_NAMES)} online features (schema version in manifest.json) and a
 {len(m["fanouts"])}-hop temporal sample with fan-outs {m["fanouts"]} (only edges before the
-payment's time).
+payment's time).{prior}
 
 **Validation (later window).**
 
