@@ -71,7 +71,7 @@ class TrainConfig(BaseModel):
     fanouts: tuple[int, ...] = Field((15, 10), description="Per-hop sampling caps")
     hidden: int = Field(64, ge=8)
     feature_bins: int = Field(
-        16, ge=0, description="Piecewise-linear bins per online feature (0: standardised only)"
+        0, ge=0, description="Piecewise-linear bins per online feature (0: standardised only)"
     )
     max_pos_weight: float = Field(
         20.0, ge=1, description="Cap on a fraud example's loss weight (legit/fraud ratio; 1: none)"
