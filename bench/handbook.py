@@ -152,9 +152,7 @@ def main() -> None:
     frauds = fraud_customers_by_day(stream)
     policy = WasmPolicy()
     folds = []
-    chosen = (
-        [int(k) for k in args.only_folds.split(",")] if args.only_folds else range(args.folds)
-    )
+    chosen = [int(k) for k in args.only_folds.split(",")] if args.only_folds else range(args.folds)
     for k in chosen:
         start = (FIRST_TRAINING_DAY - timedelta(days=7 * k)).timestamp()
         fit, end = start + 14 * DAY, start + 21 * DAY
