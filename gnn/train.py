@@ -331,16 +331,15 @@ def train(
 
     x_train = torch.cat([b.features for b, _ in train_b]).numpy()
     y_train = torch.cat([y for _, y in train_b]).numpy().astype(int)
+    x_val = torch.cat([b.features for b, _ in val_b]).numpy() if val_b else None
     baseline = TreeBaseline(seed=cfg.seed).fit(x_train, y_train)
     if cfg.tree_prior:
         _set_priors(train_b, _out_of_fold(x_train, y_train, cfg))
-        if val_b:
-            x_val = torch.cat([b.features for b, _ in val_b]).numpy()
+        if x_val is not None:
             _set_priors(val_b, baseline.raw(x_val))
     gnn, curve = _fit_gnn(train_b, val_b, cfg, progress)
     val: dict[str, Any] = {}  # empty without a validation window
-    if val_b:
-        x_val = torch.cat([b.features for b, _ in val_b]).numpy()
+    if x_val is not None:
         y_val = torch.cat([y for _, y in val_b]).numpy().astype(int)
         with torch.inference_mode():
             gnn_val = torch.cat([gnn.predict(b) for b, _ in val_b]).numpy()
