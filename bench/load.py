@@ -10,9 +10,10 @@ and shifted times if a run needs more).
 The generator runs in a separate process (so it does not take the server's GIL) and is
 open loop: request ``i`` is due at ``start + i / rate`` whatever happened before, and its
 latency is measured from that *scheduled* time, so queueing anywhere (client pool, socket,
-server queue) shows in the numbers instead of slowing the arrivals down. httpx with a bounded
-connection pool (``--connections``); the generator reports its own lag behind the schedule
-and the CPU it used, to show it was not the bottleneck.
+server queue) shows in the numbers instead of slowing the arrivals down. It is a lean raw
+HTTP/1.1 client over a bounded pool of keep-alive connections (``--connections``; see
+``bench/open_loop.py`` for why not httpx); it reports its own lag behind the schedule and the
+CPU it used, to show it was not the bottleneck.
 
 Per rate (and run): p50, p95, p99, p99.9 latency (ms, every answer incl. 429s), error rate
 (not 200 and not 429, or no answer), shed rate (429), the ladder mix of the 200s, and the
@@ -27,11 +28,8 @@ whose median p99 is within ``--slo-ms`` with no errors and no shedding.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import math
 import multiprocessing
 import os
-import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -41,76 +39,9 @@ from typing import Any
 
 import numpy as np
 from common import ensure_stream, machine, table, write
+from open_loop import open_loop
 
 RUNGS = ("full", "reduced", "cached", "tree", "policy")
-
-
-# -- the generator (child process) -------------------------------------------------------------
-def open_loop(
-    url: str,
-    api_key: str,
-    bodies: list[dict[str, Any]],
-    rate: float,
-    connections: int,
-) -> dict[str, Any]:
-    """Send ``bodies[i]`` at ``start + i / rate``; returns per-request results and overhead."""
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.perf_counter()
-    rows = asyncio.run(_open_loop(url, api_key, bodies, rate, connections))
-    wall = time.perf_counter() - t0
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return {"rows": rows, "generator_cpu_s": cpu, "wall_s": wall}
-
-
-async def _open_loop(
-    url: str, api_key: str, bodies: list[dict[str, Any]], rate: float, connections: int
-) -> list[tuple[float, float, int, str, float, float]]:
-    import httpx
-
-    loop = asyncio.get_running_loop()
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    headers = {"Authorization": f"Bearer {api_key}"}
-    # (scheduled offset s, latency ms from schedule, status, rung or error, send lag ms,
-    #  server-side ms from receipt to response built, NaN if none)
-    rows: list[tuple[float, float, int, str, float, float]] = [
-        (0.0, 0.0, -1, "", 0.0, math.nan)
-    ] * len(bodies)
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, limits=limits, timeout=30.0
-    ) as client:
-        # open the pool's connections first, so connection set-up is not in the numbers
-        await asyncio.gather(*(client.get("/healthz") for _ in range(min(connections, 32))))
-
-        # At most `connections` requests inside httpx at once: its pool gets slow (quadratic)
-        # with thousands waiting. The wait here still counts, from the scheduled time.
-        inflight = asyncio.Semaphore(connections)
-
-        async def one(i: int, due: float, lag: float) -> None:
-            status, rung, server_ms = -1, "", math.nan
-            try:
-                async with inflight:
-                    r = await client.post("/v1/score", json=bodies[i])
-                status = r.status_code
-                if status == 200:
-                    out = r.json()
-                    rung, server_ms = out["rung"], out["latency_ms"]["http"]
-                elif status != 429:
-                    rung = r.text[:200]  # the first few errors are printed
-            except httpx.HTTPError as exc:
-                rung = type(exc).__name__
-            rows[i] = (due - start, (loop.time() - due) * 1e3, status, rung, lag * 1e3, server_ms)
-
-        start = loop.time() + 0.1
-        tasks = []
-        for i in range(len(bodies)):
-            due = start + i / rate
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, due, max(0.0, loop.time() - due))))
-        await asyncio.gather(*tasks)
-    return rows
 
 
 # -- the server (this process) -----------------------------------------------------------------
