@@ -277,8 +277,31 @@ class FusedForward:
                     {d: w.contiguous() for d, w in self._neighbour_weights(layer).items()}
                     for layer in range(len(model.convs))
                 ]
-        self._root: dict[tuple[int, str, frozenset[EdgeType]], tuple[torch.Tensor, torch.Tensor]]
-        self._root = {}
+        self._root: dict[
+            tuple[int, str, frozenset[EdgeType]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+        ] = {}
+        self._scratch: dict[str, torch.Tensor] = {}
+
+    def _buffer(self, name: str, rows: int, like: torch.Tensor) -> torch.Tensor:
+        """``[rows, H]`` working memory, reused across calls when not training: a fresh
+        multi-megabyte tensor per layer costs page faults that are a fifth of a large
+        batch's pass. The contents are whatever the last call left."""
+        if self.trainable:
+            return torch.empty((rows, like.shape[1]), dtype=like.dtype, device=like.device)
+        buf = self._scratch.get(name)
+        need = rows * like.shape[1]
+        if (
+            buf is None
+            or buf.numel() < need
+            or buf.dtype != like.dtype
+            or buf.device != like.device
+        ):
+            buf = self._scratch[name] = torch.empty(
+                max(need, 2 * (0 if buf is None else buf.numel())),
+                dtype=like.dtype,
+                device=like.device,
+            )
+        return buf[:need].view(rows, like.shape[1])
 
     def _neighbour_weights(self, layer: int) -> dict[str, torch.Tensor]:
         return {
@@ -289,16 +312,30 @@ class FusedForward:
     def _root_terms(
         self, layer: int, d: str, present: frozenset[EdgeType]
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Σ_r W_r_r)ᵀ [H, H], Σ_r b_r [H]`` over the relations ``present`` into ``d``."""
+        sages = [_sage(self.model, layer, et) for et in sorted(present)]
+        w = torch.stack([c.lin_r.weight for c in sages]).sum(0)
+        b = torch.stack([c.lin_l.bias for c in sages]).sum(0)
+        return w.t(), b
+
+    def _weights(
+        self, layer: int, d: str, present: frozenset[EdgeType]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[W_l_r]_r`` stacked over ``d``'s relation slots ``[R·H, H]``, the root term
+        ``(Σ_r W_r_r)ᵀ [H, H]`` and the summed bias ``[H]`` over the relations ``present``."""
         key = (layer, d, present)
         got = None if self.trainable else self._root.get(key)
         if got is None:
-            sages = [_sage(self.model, layer, et) for et in sorted(present)]
             with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
-                w = torch.stack([c.lin_r.weight for c in sages]).sum(0)
-                b = torch.stack([c.lin_l.bias for c in sages]).sum(0)
-            if self.trainable:
-                return w.t(), b
-            got = self._root[key] = (w.t().contiguous(), b)
+                if self.trainable:
+                    sages = [_sage(self.model, layer, et) for et in self.rels[d]]
+                    w_l = torch.cat([c.lin_l.weight for c in sages], 1).t()
+                else:
+                    w_l = self.w_l[layer][d]
+                wr, b = self._root_terms(layer, d, present)
+            got = (w_l, wr if self.trainable else wr.contiguous(), b)
+            if not self.trainable:
+                self._root[key] = got
         return got
 
     def __call__(
@@ -317,59 +354,100 @@ class FusedForward:
         capture: dict[str, torch.Tensor] | None = None,
         inject: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> Forward:
-        """The pass with the head's input too (it is computed anyway: no extra cost)."""
+        """The pass with the head's input too (it is computed anyway: no extra cost).
+
+        The node states of all types live in one tensor ``[N, H]``, the types that receive
+        messages in this batch first, so that per layer the residual, ReLU and the layer's
+        ``LayerNorm`` (shared by all types) are one op each over that prefix; each type then
+        costs two matrix products written straight into the pre-activation. Outside training
+        the large intermediates reuse buffers kept from call to call.
+        """
         model = self.model
-        h = {t: torch.relu(enc(batch.x[t])) for t, enc in model.encoders.items()}
-        n = {t: h[t].shape[0] for t in self.types}
+        present: dict[str, frozenset[EdgeType]] = {}
+        for d, rels in self.rels.items():
+            here = frozenset(et for et in rels if et in batch.edge_index)
+            if here:
+                present[d] = here
+        order = [t for t in self.types if t in present] + [
+            t for t in self.types if t not in present
+        ]
+        enc = {t: torch.relu(model.encoders[t](batch.x[t])) for t in order}
+        n = {t: enc[t].shape[0] for t in order}
         offset, acc = {}, 0
-        for t in self.types:
+        for t in order:
             offset[t] = acc
             acc += n[t]
-        # Shared by all layers: every edge's source row in the concatenated h, its target
-        # slot (the dst type's base + dst row · R + relation slot) and the mean's 1/degree.
+        hf = torch.cat([enc[t] for t in order])
+        sizes = [n[t] for t in order]
+        updated = sum(n[d] for d in present)  # rows [0, updated) get messages
+        # Shared by all layers: every edge's source row in hf, its target slot in the
+        # aggregation buffer (the dst type's block start + dst row · R + relation slot) and
+        # the mean's 1/degree. Type d's block is n_d · R_d slots, in the order of `present`.
         srcs, slots = [], []
-        base: dict[str, int] = {}
-        present: dict[str, frozenset[EdgeType]] = {}
+        slot_sizes = []
         total = 0
-        for d, rels in self.rels.items():
-            here = [(k, et) for k, et in enumerate(rels) if et in batch.edge_index]
-            if not here:
-                continue
-            base[d] = total
-            present[d] = frozenset(et for _, et in here)
-            for k, et in here:
-                ei = batch.edge_index[et]
-                srcs.append(ei[0] + offset[et[0]])
-                slots.append(ei[1] * len(rels) + (total + k))
+        for d in present:
+            rels = self.rels[d]
+            for k, et in enumerate(rels):
+                if et in present[d]:
+                    ei = batch.edge_index[et]
+                    srcs.append(ei[0] + offset[et[0]])
+                    slots.append(ei[1] * len(rels) + (total + k))
+            slot_sizes.append(n[d] * len(rels))
             total += n[d] * len(rels)
-        caps: dict[str, list[torch.Tensor]] = {t: [] for t in capture or {}}
         if srcs:
             src, slot = torch.cat(srcs), torch.cat(slots)
             w = torch.bincount(slot, minlength=total).clamp_min(1).reciprocal()[slot]
-            w = w.to(h["transaction"].dtype).unsqueeze(1)
+            w = w.to(hf.dtype).unsqueeze(1)
+        cap_rows = torch.cat([rows + offset[t] for t, rows in capture.items()]) if capture else None
+        caps: list[torch.Tensor] = []
+        if inject:
+            inj_rows = torch.cat([rows + offset[t] for t, (rows, _) in inject.items()])
+            inj_emb = torch.cat([emb for _, emb in inject.values()])
         for layer, norm in enumerate(model.norms):
-            w_l = self._neighbour_weights(layer) if self.trainable else self.w_l[layer]
             if inject:
-                for t, (rows, emb) in inject.items():
-                    h[t] = h[t].index_copy(0, rows, emb[:, layer])
-            for t, rows in (capture or {}).items():
-                caps[t].append(h[t].index_select(0, rows))
+                hf = hf.index_copy(0, inj_rows, inj_emb[:, layer])
+            if cap_rows is not None:
+                caps.append(hf.index_select(0, cap_rows))
             if not srcs:
                 continue
-            flat = torch.cat([h[t] for t in self.types])
-            agg = torch.zeros((total, flat.shape[1]), dtype=flat.dtype, device=flat.device)
-            agg.index_add_(0, slot, flat.index_select(0, src) * w)
-            new = dict(h)
-            for d, b0 in base.items():
-                r, hid = len(self.rels[d]), h[d].shape[1]
-                wr, b = self._root_terms(layer, d, present[d])
-                a = agg[b0 : b0 + n[d] * r].view(n[d], r * hid)
-                new[d] = norm(h[d] + torch.relu(a @ w_l[d] + h[d] @ wr + b))
-            h = new
-        z = h["transaction"][batch.root]
+            agg = self._buffer("agg", total, hf).zero_()
+            if self.trainable:
+                agg.index_add_(0, slot, hf.index_select(0, src) * w)
+            else:
+                msg = torch.index_select(hf, 0, src, out=self._buffer("msg", len(src), hf))
+                agg.index_add_(0, slot, msg.mul_(w))
+            # Σ_r mean_r W_l_r + b + h W_r per type, in the prefix's row order
+            pre = self._buffer("pre", updated, hf)
+            parts = []
+            # per-type views by one split (whose gradient is one cat, where slicing would
+            # fill a zero tensor the size of hf per slice)
+            hs, aggs = hf.split(sizes), agg.split(slot_sizes)
+            for k, d in enumerate(present):  # the first types of `order`
+                w_l, wr, b = self._weights(layer, d, present[d])
+                a = aggs[k].view(n[d], w_l.shape[0])
+                if self.trainable:  # autograd does not flow through out=
+                    parts.append(torch.addmm(b, a, w_l) + hs[k] @ wr)
+                else:
+                    out = pre[offset[d] : offset[d] + n[d]]
+                    torch.addmm(b, a, w_l, out=out).addmm_(hs[k], wr)
+            if parts:
+                pre = torch.cat(parts)
+            if updated < hf.shape[0]:
+                head, rest = hf.split([updated, hf.shape[0] - updated])
+                hf = torch.cat([norm(head + torch.relu(pre)), rest])
+            else:
+                hf = norm(hf + torch.relu(pre))
+        z = hf[offset["transaction"] + batch.root]
         emb = torch.cat([z, model.encode_features(batch.features)], dim=-1)
         logits = model.add_prior(model.head(emb).squeeze(-1), batch)
-        return Forward(logits, emb, {t: torch.stack(v, dim=1) for t, v in caps.items()})
+        captured: dict[str, torch.Tensor] = {}
+        if capture:
+            stacked, at = torch.stack(caps, dim=1), 0
+            for t, rows in capture.items():
+                captured[t] = stacked[at : at + len(rows)]
+                at += len(rows)
+        return Forward(logits, emb, captured)
 
 
 def propagate(
