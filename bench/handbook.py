@@ -141,6 +141,9 @@ def main() -> None:
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
+    from services.heap import tune_collector
+
+    tune_collector()  # as the riskgraph commands do
 
     from gnn.evaluation import ground_truth
     from gnn.train import TrainConfig, load_history, train

@@ -193,6 +193,9 @@ def main() -> None:
     if (args.rate is None) == (args.rates is None):
         ap.error("give --rate or --rates")
     rates = [args.rate] if args.rate else [float(x) for x in args.rates.split(",")]
+    from services.heap import tune_collector
+
+    tune_collector()  # as `riskgraph serve` does
 
     server, container, payments, model_desc = start_server(args)
     bodies = Bodies(payments)

@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.heap import tune_collector
+
 if TYPE_CHECKING:
     from gnn.train import TrainConfig
 
@@ -56,7 +58,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from services.api.app import create_app
-    from services.container import build_container, freeze_heap
+    from services.container import build_container
+    from services.heap import freeze_heap
     from services.settings import load_settings
 
     overrides: dict[str, object] = {}
@@ -518,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_collector()  # every command builds or replays into the in-memory stores
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format='{"t":"%(asctime)s","level":"%(levelname)s",'

@@ -24,6 +24,7 @@ from services.cases.review import ReviewService
 from services.cases.similar import SimilarCaseIndex
 from services.cases.store import CaseStore
 from services.cases.store_sqlite import SqliteCaseStore
+from services.heap import freeze_heap
 from services.idempotency import IdempotencyCache
 from services.policy import PolicyEvaluator
 from services.scoring import ScoringService
@@ -200,16 +201,6 @@ def build_run_container(
     )
     freeze_heap()
     return container
-
-
-def freeze_heap() -> None:
-    """Move everything allocated so far (the loaded graph and feature stores: millions of
-    objects) out of the garbage collector's reach: a full collection over them stalls every
-    request for seconds. Call once, after loading history and before serving."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
 
 
 def similar_index(cases: CaseStore, dim: int, directory: Path | None = None) -> SimilarCaseIndex:
