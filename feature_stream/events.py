@@ -15,6 +15,7 @@ timezone-aware ``event_time``. :func:`parse_event` turns a raw mapping into a re
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -43,11 +44,21 @@ TOPICS: dict[str, str] = {
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
-def _valid_ip(v: str) -> str:
+@functools.lru_cache(maxsize=1 << 16)
+def _normal_ip(v: str) -> str | None:
+    """``v`` normalised, or ``None`` if it is not an address. Cached: a stream repeats its
+    addresses, and parsing one costs more than validating the rest of a payment."""
     try:
         return str(ipaddress.ip_address(v))
     except ValueError:
-        raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
+        return None
+
+
+def _valid_ip(v: str) -> str:
+    ip = _normal_ip(v)
+    if ip is None:
+        raise ValueError(f"{v!r} is not an IPv4 or IPv6 address")
+    return ip
 
 
 IpAddress = Annotated[str, Field(max_length=64), AfterValidator(_valid_ip)]

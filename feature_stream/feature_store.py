@@ -16,10 +16,10 @@ import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(NamedTuple):
     """One thing that happened to ``key`` at ``ts``.
 
     ``value`` is summed by window queries, ``member`` is counted by distinct queries and

@@ -28,8 +28,7 @@ from feature_stream.events import DeviceEvent, LabelEvent, Payment, SocialEvent
 LABEL_UNKNOWN, LABEL_LEGIT, LABEL_FRAUD = -1, 0, 1
 
 
-@dataclass(frozen=True, slots=True)
-class TxnRecord:
+class TxnRecord(NamedTuple):
     """What the graph remembers about a payment."""
 
     transaction_id: str
