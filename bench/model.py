@@ -6,8 +6,9 @@ the default generated stream (or ``--stream``), fully loaded; queries are paymen
 last quarter, scored at their own event time, so neighbourhoods are realistic.
 
 For each device (CPU; CUDA too when :func:`torch.cuda.is_available`) and each batch size B it
-times, per batch: features + sampling (CPU, same on every device), tensorize, forward (incl.
-host→device copy from pinned memory and the copy back), several runs; it reports the median
+times, per batch: features + sampling (CPU, same on every device), tensorize, forward (the
+engine's fused pass, which is what it serves; incl. host→device copy from pinned memory and
+the copy back), several runs; it reports the median
 over runs of each stage's median and the resulting throughput (tx/s = B / batch time). With
 CUDA it also checks that CPU and GPU scores agree within 1e-4. ``--threads`` compares torch
 intra-op thread counts on CPU. A second table times each ladder rung at a few batch sizes.
@@ -76,7 +77,8 @@ def time_batches(
                 batch = tensorize(prep.subgraphs, [list(f.values) for f in prep.features])
                 t2 = time.perf_counter()
                 with torch.inference_mode():
-                    scores = torch.sigmoid(engine.gnn(to_device(batch, engine.device))).cpu()
+                    fwd = engine.fused.run(to_device(batch, engine.device))
+                    scores = torch.sigmoid(fwd.logits).cpu()
                 _sync(engine.device)
                 t3 = time.perf_counter()
                 assert scores.shape == (b,)
