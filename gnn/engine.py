@@ -277,7 +277,7 @@ class FusedForward:
                     {d: w.contiguous() for d, w in self._neighbour_weights(layer).items()}
                     for layer in range(len(model.convs))
                 ]
-        self._root: dict[
+        self._stacked: dict[
             tuple[int, str, frozenset[EdgeType]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
         ] = {}
         self._scratch: dict[str, torch.Tensor] = {}
@@ -324,7 +324,7 @@ class FusedForward:
         """``[W_l_r]_r`` stacked over ``d``'s relation slots ``[R·H, H]``, the root term
         ``(Σ_r W_r_r)ᵀ [H, H]`` and the summed bias ``[H]`` over the relations ``present``."""
         key = (layer, d, present)
-        got = None if self.trainable else self._root.get(key)
+        got = None if self.trainable else self._stacked.get(key)
         if got is None:
             with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
                 if self.trainable:
@@ -335,7 +335,7 @@ class FusedForward:
                 wr, b = self._root_terms(layer, d, present)
             got = (w_l, wr if self.trainable else wr.contiguous(), b)
             if not self.trainable:
-                self._root[key] = got
+                self._stacked[key] = got
         return got
 
     def __call__(
@@ -417,22 +417,23 @@ class FusedForward:
             else:
                 msg = torch.index_select(hf, 0, src, out=self._buffer("msg", len(src), hf))
                 agg.index_add_(0, slot, msg.mul_(w))
-            # Σ_r mean_r W_l_r + b + h W_r per type, in the prefix's row order
-            pre = self._buffer("pre", updated, hf)
-            parts = []
-            # per-type views by one split (whose gradient is one cat, where slicing would
-            # fill a zero tensor the size of hf per slice)
+            # Σ_r mean_r W_l_r + b + h W_r per type, in the prefix's row order. Per-type views
+            # come from one split (its gradient is one cat; slicing would fill a zero tensor
+            # the size of hf per slice). Outside training each product is written straight
+            # into the layer's pre-activation buffer (autograd does not flow through out=).
             hs, aggs = hf.split(sizes), agg.split(slot_sizes)
+            if not self.trainable:
+                buf = self._buffer("pre", updated, hf)
+                rows = buf.split(sizes[: len(present)])
+            parts = []
             for k, d in enumerate(present):  # the first types of `order`
                 w_l, wr, b = self._weights(layer, d, present[d])
                 a = aggs[k].view(n[d], w_l.shape[0])
-                if self.trainable:  # autograd does not flow through out=
+                if self.trainable:
                     parts.append(torch.addmm(b, a, w_l) + hs[k] @ wr)
                 else:
-                    out = pre[offset[d] : offset[d] + n[d]]
-                    torch.addmm(b, a, w_l, out=out).addmm_(hs[k], wr)
-            if parts:
-                pre = torch.cat(parts)
+                    torch.addmm(b, a, w_l, out=rows[k]).addmm_(hs[k], wr)
+            pre = torch.cat(parts) if self.trainable else buf
             if updated < hf.shape[0]:
                 head, rest = hf.split([updated, hf.shape[0] - updated])
                 hf = torch.cat([norm(head + torch.relu(pre)), rest])
