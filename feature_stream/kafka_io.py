@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -40,6 +41,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from feature_stream.event_io import EventSink, EventSource, FileEventSource, RawRecord
 from feature_stream.events import TOPICS
@@ -51,6 +53,58 @@ DEAD_LETTERS = "dead-letters"
 GRAPH_CHANGELOG = "graph-changelog"
 PRODUCED_AT_HEADER = "rg-produced-ms"
 """Changelog header: Kafka timestamp (ms) of the source record, for end-to-end lag."""
+
+BATCH_BYTES = 512 * 1024
+"""Producer batch size (``max_batch_size``): a worker batch of 2,000 records (~300 bytes
+each) fits in two produce batches instead of ~40 of aiokafka's default 16 KiB. The broker
+accepts batches up to its ``message.max.bytes``, 1 MiB by default."""
+
+Headers = list[tuple[str, bytes]]
+OutRecord = tuple[str, bytes | None, bytes, Headers]
+"""``(topic, key, value, headers)`` of one record to publish."""
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _partition_of(key: bytes, partitions: tuple[int, ...]) -> int:
+    """The partition aiokafka's default partitioner picks for ``key`` (murmur2, as Java's)."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
+async def send_batched(
+    producer: AIOKafkaProducer, records: Iterable[OutRecord]
+) -> list[asyncio.Future[Any]]:
+    """Queue ``records`` in as few produce batches as fit; returns one delivery future per
+    batch (each raises if its batch failed).
+
+    Every record goes to the partition ``producer.send`` would have picked for its key, and
+    records of one partition keep their order. Compared with one ``send`` per record this
+    skips a future, a partitioner call and an accumulator lookup per record: on the stream
+    worker that was an eighth of its interpreter time. Callers must not interleave two calls
+    for the same topic (the worker publishes one batch at a time)."""
+    by_tp: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers]]] = {}
+    partitions: dict[str, tuple[int, ...]] = {}
+    pick = DefaultPartitioner()
+    for topic, key, value, headers in records:
+        parts = partitions.get(topic)
+        if parts is None:
+            parts = partitions[topic] = tuple(sorted(await producer.partitions_for(topic)))
+        if len(parts) == 1:
+            p = parts[0]
+        elif key is None:
+            p = pick(None, list(parts), list(parts))
+        else:
+            p = _partition_of(key, parts)
+        by_tp.setdefault((topic, p), []).append((key, value, headers))
+    acks: list[asyncio.Future[Any]] = []
+    for (topic, p), recs in by_tp.items():
+        batch = producer.create_batch()
+        for key, value, headers in recs:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                acks.append(await producer.send_batch(batch, topic, partition=p))
+                batch = producer.create_batch()  # the first record always fits
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
+        acks.append(await producer.send_batch(batch, topic, partition=p))
+    return acks
 
 
 def source_topics(prefix: str = "") -> dict[str, str]:
@@ -135,6 +189,7 @@ async def _make_producer(bootstrap: str, linger_ms: int, client_id: str) -> AIOK
         enable_idempotence=True,
         linger_ms=linger_ms,
         client_id=client_id,
+        max_batch_size=BATCH_BYTES,
     )
 
 
@@ -188,14 +243,14 @@ class KafkaEventSink(EventSink):
             self._reap(block=False)
 
     async def _send_many(self, items: list[tuple[str, str | None, Any]]) -> None:
-        futures = []
-        # One batch at a time: ``send`` can wait (metadata, a full buffer), and batches
+        records: list[OutRecord] = []
+        for topic, key, value in items:
+            k = key if key is not None else record_key(value)
+            records.append((topic, k.encode() if k is not None else None, encode(value), []))
+        # One batch at a time: sending can wait (metadata, a full buffer), and batches
         # interleaving there would reorder records (FIFO lock: submission order is kept).
         async with self._order:
-            for topic, key, value in items:
-                k = key if key is not None else record_key(value)
-                kb = k.encode() if k is not None else None
-                futures.append(await self._producer.send(topic, encode(value), key=kb))
+            futures = await send_batched(self._producer, records)
         await asyncio.gather(*futures)
 
     def _reap(self, block: bool) -> None:

@@ -332,3 +332,63 @@ def test_neo4j_outage_backs_off_then_catches_up(
         assert graph.stats() == reference.graph.stats()
     finally:
         _drop(graph, features)
+
+
+def test_batched_sends_keep_send_partitioning_and_order() -> None:
+    """``send_batched`` (the worker's changelog path) puts each record on the partition that
+    ``producer.send`` picks for its key and keeps the order within a partition, also when the
+    records overflow one produce batch (a 1 KiB batch size here) and for keyless records."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from feature_stream.kafka_io import ensure_topics, send_batched
+
+    prefix = f"t-batched-{uuid.uuid4().hex[:8]}-"
+    one, many = prefix + "send", prefix + "batched"
+    rng = random.Random(3)
+    keys = [f"acct-{rng.randrange(40)}".encode() for _ in range(300)]
+    values = [f"value-{i}-{'x' * rng.randrange(5, 60)}".encode() for i in range(300)]
+
+    async def read(topic: str, n: int) -> list[tuple[int, bytes | None, bytes]]:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", group_id=None
+        )
+        await consumer.start()
+        got: list[tuple[int, bytes | None, bytes]] = []
+        try:
+            while len(got) < n:
+                batch = await consumer.getmany(timeout_ms=2000)
+                assert batch, f"{topic}: only {len(got)} records came back"
+                for tp, msgs in sorted(batch.items(), key=lambda kv: kv[0].partition):
+                    got += [(tp.partition, m.key, m.value) for m in msgs]  # type: ignore[misc]
+        finally:
+            await consumer.stop()
+        return got
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        await ensure_topics(BOOTSTRAP, [one, many], partitions=3)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True, max_batch_size=1024
+        )
+        await producer.start()
+        try:
+            for k, v in zip(keys, values, strict=True):
+                await producer.send(one, v, key=k)
+            records = [(many, k, v, [("h", b"1")]) for k, v in zip(keys, values, strict=True)]
+            records += [(many, None, f"keyless-{i}".encode(), []) for i in range(5)]
+            acks = await send_batched(producer, records)
+            assert len(acks) > 3  # more than one batch per partition
+            await asyncio.gather(*acks)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return await read(one, len(values)), await read(many, len(values) + 5)
+
+    sent, batched = asyncio.run(run())
+    keyed = [(p, k, v) for p, k, v in batched if k is not None]
+    assert {k: p for p, k, _ in keyed} == {k: p for p, k, _ in sent}
+    assert len({p for p, _, _ in keyed}) == 3
+    for part in range(3):
+        assert [v for p, _, v in keyed if p == part] == [v for p, _, v in sent if p == part]
+    assert sorted(v for _, k, v in batched if k is None) == [
+        f"keyless-{i}".encode() for i in range(5)
+    ]
