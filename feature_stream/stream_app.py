@@ -5,19 +5,22 @@ account id) in one consumer group and, per batch:
 
 1. validates every record with :meth:`Ingestor.parse`; rejects go to the ``dead-letters`` topic
    with the field at fault and the reason;
-2. writes the accepted events to the graph store (one ``add_many`` round trip) and their
-   observations to the feature store (:func:`apply_batch`), retrying with capped exponential
-   backoff while a store is unavailable;
+2. writes the accepted events to the graph store (:func:`write_graph`: one ``add_many``, then
+   two reads), then their observations to the feature store (:func:`write_features`),
+   retrying each stage with capped exponential backoff while its store is unavailable;
 3. publishes every accepted event to the ``graph-changelog`` topic (header
    :data:`~feature_stream.kafka_io.PRODUCED_AT_HEADER` carries the source record's timestamp)
    as soon as it is validated, before step 2 — replicas may see up to ``pipeline_depth``
    batches before Neo4j does;
 4. commits the batch's offsets once steps 2 and 3 are both acknowledged.
 
-Batches are pipelined: while one batch is written to the stores (in a thread, so Neo4j's
+Batches are pipelined: while one batch is written to the stores (in threads, so Neo4j's
 server time overlaps Python's work), the next ones are fetched, validated and published, up to
-``pipeline_depth`` batches in flight. Writes run strictly in batch order, and so do commits; a
-batch whose write fails stops every batch after it from being written or committed.
+``pipeline_depth`` batches in flight. The two stages are two lanes: batch N+1's graph write
+runs while batch N's observations are written (the graph write is most of a batch's time on
+Neo4j). Each lane runs strictly in batch order, and so do commits; a batch whose write fails
+stops every batch after it from being committed (the graph may hold one batch more, which the
+replay after a restart MERGEs again).
 
 Delivery and resume semantics (*exactly once in effect*):
 
@@ -39,7 +42,7 @@ Why aiokafka rather than Faust agents: Faust's ``Stream.take`` acknowledges a ba
 ``finally`` block, so an agent that raised while a store was down would have its offsets
 committed anyway; its commits are periodic, not "after this batch"; and batching through
 ``take`` loses the partition/offset a dead letter must name. The worker keeps the agents' shape
-(thin adapter, all logic in :mod:`feature_stream.ingest` and :func:`apply_batch`) with explicit
+(thin adapter, all logic in :mod:`feature_stream.ingest` and the two stages) with explicit
 commits. Scale-out is the same: N workers in one group, partitions assigned by Kafka.
 """
 
@@ -53,8 +56,9 @@ import math
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -66,20 +70,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from feature_stream.event_io import InMemoryEventSink, RawRecord
 from feature_stream.feature_store import FeatureStore
 from feature_stream.features import observations_for
-from feature_stream.graph_store import GraphStore, TxnRecord
+from feature_stream.graph_store import GraphStore, StoredLabel, TxnRecord
 from feature_stream.ingest import AnyEvent, Ingestor
 from feature_stream.kafka_io import (
+    BATCH_BYTES,
     DEAD_LETTERS,
     GRAPH_CHANGELOG,
     PRODUCED_AT_HEADER,
+    OutRecord,
     all_topics,
     decode,
     encode,
     ensure_topics,
+    send_batched,
     source_topics,
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StreamConfig(BaseSettings):
@@ -182,36 +190,60 @@ def build_stores(cfg: StreamConfig) -> tuple[GraphStore, FeatureStore]:
     return graph, features
 
 
-def apply_batch(
-    graph: GraphStore, features: FeatureStore, events: Sequence[AnyEvent]
-) -> tuple[int, int]:
-    """Write validated events to both stores; returns ``(new, replayed)`` counts.
+@dataclass(frozen=True)
+class GraphWritten:
+    """What the feature stage needs from the graph once a batch is written: the payments its
+    labels belong to, and the labels stored before each of its payments."""
 
-    Crash-safe order for durable stores: graph (MERGE by event id), then observations (by
-    ``obs_id``), then the seen-marks. A crash or an exception anywhere leaves the marks unset,
-    so re-running the same batch writes whatever is missing and nothing twice. (Marking first,
-    as :meth:`Ingestor.apply` does in-process, would skip a replayed event whose writes never
-    happened.) Labels find their payment in this batch or in the graph; a payment finds the
-    labels stored before it (two graph reads per batch).
-    """
+    known: dict[str, TxnRecord]
+    stored: Mapping[str, Sequence[StoredLabel]]
+
+
+def write_graph(graph: GraphStore, events: Sequence[AnyEvent]) -> GraphWritten:
+    """Stage 1 of a batch: write ``events`` to the graph (MERGE by event id, idempotent), then
+    read what the feature stage needs (two reads per batch). Labels find their payment in this
+    batch or in the graph; a payment finds the labels stored before it."""
     if not events:
-        return 0, 0
+        return GraphWritten({}, {})
     graph.add_many(events)
     known = {e.event_id: _txn(e) for e in events if e.type == "payment"}
     wanted = [e.transaction_id for e in events if e.type == "label"]
-    known |= graph.transactions([t for t in wanted if t not in known])  # one read per batch
-
-    def lookup(tid: str) -> TxnRecord | None:
-        return known.get(tid)
-
+    known |= graph.transactions([t for t in wanted if t not in known])
     stored = graph.labels_for([e.event_id for e in events if e.type == "payment"])
+    return GraphWritten(known, stored)
+
+
+def write_features(
+    features: FeatureStore, events: Sequence[AnyEvent], written: GraphWritten
+) -> tuple[int, int]:
+    """Stage 2 of a batch: its observations (by ``obs_id``, idempotent), then the seen-marks;
+    returns ``(new, replayed)`` counts."""
     observations = [
-        o for e in events for o in observations_for(e, lookup, stored.get(e.event_id, ()))
+        o
+        for e in events
+        for o in observations_for(e, written.known.get, written.stored.get(e.event_id, ()))
     ]
     if observations:
         features.add(observations)
     new = sum(features.mark_seen(e.event_id) for e in events)
     return new, len(events) - new
+
+
+def apply_batch(
+    graph: GraphStore, features: FeatureStore, events: Sequence[AnyEvent]
+) -> tuple[int, int]:
+    """Write validated events to both stores (:func:`write_graph`, then
+    :func:`write_features`); returns ``(new, replayed)`` counts.
+
+    Crash-safe order for durable stores: graph (MERGE by event id), then observations (by
+    ``obs_id``), then the seen-marks. A crash or an exception anywhere leaves the marks unset,
+    so re-running the same batch writes whatever is missing and nothing twice. (Marking first,
+    as :meth:`Ingestor.apply` does in-process, would skip a replayed event whose writes never
+    happened.)
+    """
+    if not events:
+        return 0, 0
+    return write_features(features, events, write_graph(graph, events))
 
 
 def _txn(e: Any) -> TxnRecord:
@@ -300,6 +332,8 @@ class StreamWorker:
         self._accepted = {t: self.metrics.accepted.labels(t) for t in _EVENT_TYPES}
         self.batches = 0
         self.processed = 0  # records whose batch was written, published and committed
+        # The newest batch's graph stage: the next batch's graph stage starts after it.
+        self._graph_lane: asyncio.Future[tuple[GraphWritten, float]] | None = None
 
     def stop(self) -> None:
         """Finish the current batch, commit it, leave the group."""
@@ -322,7 +356,11 @@ class StreamWorker:
             partition_assignment_strategy=(RangePartitionAssignor,),  # co-partitioned topics
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=cfg.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+            bootstrap_servers=cfg.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=BATCH_BYTES,
         )
         aligner = _Aligner(cfg.align_max_wait_s)
         consumer.subscribe(list(self._topics.values()), listener=aligner)
@@ -364,13 +402,22 @@ class StreamWorker:
         consumer: AIOKafkaConsumer,
         inflight: deque[asyncio.Task[None]],
     ) -> asyncio.Task[None]:
-        """Start one batch: parse and publish now; write after the previous batch's write;
-        commit after the previous batch's commit and this batch's write and acks."""
+        """Start one batch: parse and publish now; write its graph stage after the previous
+        batch's graph stage, its feature stage after the previous batch is done; commit after
+        both stages and the broker's acks."""
         previous = inflight[-1] if inflight else None
         events, acks = await self._publish(msgs, producer)
+        graph = asyncio.ensure_future(self._graph_after(self._graph_lane, events))
+        self._graph_lane = graph
 
         async def finish() -> None:
-            await self._write_after(previous, events)
+            written, graph_s = await asyncio.shield(graph)
+            if previous is not None:
+                await asyncio.shield(previous)
+            t0 = time.perf_counter()
+            _, replayed = await self._retrying(write_features, self.features, events, written)
+            self.metrics.sink_seconds.observe(graph_s + time.perf_counter() - t0)
+            self.metrics.duplicates.inc(replayed)
             await asyncio.gather(*acks)  # acknowledged by the broker before the commit
             await self._commit(consumer, msgs)
             self.batches += 1
@@ -379,56 +426,29 @@ class StreamWorker:
 
         return asyncio.ensure_future(finish())
 
-    async def _write_after(self, previous: asyncio.Task[None] | None, events: list[Any]) -> None:
-        """Write ``events`` once the batch before has been written (stores see batches in
-        order). A failed batch fails every batch after it: none of them is written or
-        committed, so a restart replays them all in order."""
+    async def _graph_after(
+        self, previous: asyncio.Future[tuple[GraphWritten, float]] | None, events: list[AnyEvent]
+    ) -> tuple[GraphWritten, float]:
+        """Write ``events`` to the graph once the batch before is in the graph (the graph sees
+        batches in order); returns what the feature stage needs and the seconds it took. A
+        failed batch fails every batch after it: none of them is committed, so a restart
+        replays them all in order."""
         if previous is not None:
             await asyncio.shield(previous)
-        await self._write_sinks(events)
+        t0 = time.perf_counter()
+        written = await self._retrying(write_graph, self.graph, events)
+        return written, time.perf_counter() - t0
 
-    async def _publish(
-        self, msgs: list[ConsumerRecord[bytes, bytes]], producer: Any
-    ) -> tuple[list[AnyEvent], list[asyncio.Future[Any]]]:
-        """Validate a batch, queue its dead letters and changelog records for sending; returns
-        the accepted events (first occurrence of each id) and the send acknowledgements."""
-        m = self.metrics
-        events: dict[str, tuple[AnyEvent, ConsumerRecord[bytes, bytes]]] = {}
-        for msg in msgs:
-            topic = self._plain.get(msg.topic, msg.topic)
-            (self._consumed.get(topic) or m.consumed.labels(topic)).inc()
-            event = self._ingestor.parse(RawRecord(topic, decode(msg.value), msg.offset))
-            if event is not None:
-                events.setdefault(event.event_id, (event, msg))
-        dead, self._dead.records = self._dead.records, []
-        acks: list[asyncio.Future[Any]] = []
-        for d in dead:
-            m.dead.labels(str(d["topic"])).inc()
-            acks.append(await producer.send(self._dead_topic, encode(d)))
-        changelog = self._changelog_topic
-        for event, msg in events.values():
-            self._accepted[event.type].inc()
-            acks.append(
-                await producer.send(
-                    changelog,
-                    msg.value,  # the source record as sent: it parses to this same event
-                    key=event.key.encode(),
-                    headers=[(PRODUCED_AT_HEADER, str(msg.timestamp).encode())],
-                )
-            )
-        return [e for e, _ in events.values()], acks
-
-    async def _write_sinks(self, events: list[AnyEvent]) -> None:
+    async def _retrying(self, stage: Callable[..., T], *args: Any) -> T:
+        """Run ``stage(*args)`` (idempotent) in a thread, so the store's server time overlaps
+        Python's work; while it raises, retry with capped exponential backoff."""
         cfg, delay = self.cfg, self.cfg.retry_initial_s
         deadline = time.monotonic() + cfg.give_up_after_s
         attempt = 0
         while True:
-            t0 = time.perf_counter()
             try:
-                _, replayed = await asyncio.to_thread(
-                    apply_batch, self.graph, self.features, events
-                )
-            except Exception as exc:  # any store failure: retry the whole (idempotent) batch
+                result = await asyncio.to_thread(stage, *args)
+            except Exception as exc:  # any store failure: retry the whole (idempotent) stage
                 attempt += 1
                 if time.monotonic() + delay > deadline:
                     log.error("sinks unavailable, giving up attempts=%d error=%r", attempt, exc)
@@ -447,11 +467,43 @@ class StreamWorker:
                     pass
                 delay = min(delay * 2, cfg.retry_max_s)
                 continue
-            self.metrics.sink_seconds.observe(time.perf_counter() - t0)
             if attempt:
                 log.info("sinks recovered attempts=%d", attempt)
-            self.metrics.duplicates.inc(replayed)
-            return
+            return result
+
+    async def _publish(
+        self, msgs: list[ConsumerRecord[bytes, bytes]], producer: Any
+    ) -> tuple[list[AnyEvent], list[asyncio.Future[Any]]]:
+        """Validate a batch, queue its dead letters and changelog records for sending; returns
+        the accepted events (first occurrence of each id) and the send acknowledgements."""
+        m = self.metrics
+        events: dict[str, tuple[AnyEvent, ConsumerRecord[bytes, bytes]]] = {}
+        consumed: dict[str, int] = {}
+        for msg in msgs:
+            topic = self._plain.get(msg.topic, msg.topic)
+            consumed[topic] = consumed.get(topic, 0) + 1
+            event = self._ingestor.parse(RawRecord(topic, decode(msg.value), msg.offset))
+            if event is not None:
+                events.setdefault(event.event_id, (event, msg))
+        for topic, n in consumed.items():  # counters once per batch, not once per record
+            (self._consumed.get(topic) or m.consumed.labels(topic)).inc(n)
+        dead, self._dead.records = self._dead.records, []
+        acks: list[asyncio.Future[Any]] = []
+        for d in dead:
+            m.dead.labels(str(d["topic"])).inc()
+            acks.append(await producer.send(self._dead_topic, encode(d)))
+        accepted: dict[str, int] = {}
+        changelog = self._changelog_topic
+        records: list[OutRecord] = []
+        for event, msg in events.values():
+            accepted[event.type] = accepted.get(event.type, 0) + 1
+            # The source record as sent: it parses to this same event.
+            header = [(PRODUCED_AT_HEADER, str(msg.timestamp).encode())]
+            records.append((changelog, event.key.encode(), msg.value, header))
+        for kind, n in accepted.items():
+            self._accepted[kind].inc(n)
+        acks.extend(await send_batched(producer, records))
+        return [e for e, _ in events.values()], acks
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, msgs: list[ConsumerRecord[bytes, bytes]]
