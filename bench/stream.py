@@ -28,7 +28,7 @@ from common import machine, percentiles, table, write
 
 from feature_stream.changelog import ChangelogFollower
 from feature_stream.event_io import FileEventSource
-from feature_stream.kafka_io import KafkaEventSink, produce_stream
+from feature_stream.kafka_io import KafkaEventSink, all_topics, produce_stream
 from feature_stream.stream_app import StreamConfig, build_stores, make_app
 
 BOOTSTRAP = os.environ.get("RISKGRAPH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -73,6 +73,23 @@ def _config(args: argparse.Namespace, tag: str) -> StreamConfig:
     )
 
 
+def _drop_topics(cfg: StreamConfig) -> None:
+    """Delete the run's topics: left behind, every run adds seven topics and its records to
+    the broker that the next runs share the machine with."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def drop() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            await admin.delete_topics([t for t in all_topics(cfg.topic_prefix) if t in existing])
+        finally:
+            await admin.close()
+
+    asyncio.run(drop())
+
+
 def _produce(cfg: StreamConfig, stream: Path, rate: float | None) -> None:
     sink = KafkaEventSink(BOOTSTRAP, prefix=cfg.topic_prefix)
     try:
@@ -108,6 +125,7 @@ def ingest_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, 
         graph.clear()  # type: ignore[attr-defined]
         graph.close()
         features.close()
+        _drop_topics(cfg)
 
 
 def _follow(prefix: str, ready: Any, stop: Any, out: Any) -> None:
@@ -162,6 +180,7 @@ def lag_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, Any
         graph.clear()  # type: ignore[attr-defined]
         graph.close()
         features.close()
+        _drop_topics(cfg)
     return {"rate": args.rate, **percentiles(lags)}
 
 
