@@ -390,7 +390,10 @@ class StreamWorker:
         finally:
             for task in inflight:
                 task.cancel()
-            await asyncio.gather(*inflight, return_exceptions=True)
+            # The last graph stage too: its batch's task may have been cancelled before it
+            # awaited it, and a thread's write cannot be cancelled, only waited for.
+            lane = [self._graph_lane] if self._graph_lane is not None else []
+            await asyncio.gather(*inflight, *lane, return_exceptions=True)
             await consumer.stop()
             await producer.stop()
             log.info("stream worker stopped group=%s batches=%d", cfg.group, self.batches)
