@@ -573,7 +573,7 @@ class ScoringEngine:
         return self.infer(payments, "full" if use_gnn else "tree")
 
     def infer(
-        self, payments: Sequence[Payment], rung: Rung
+        self, payments: Sequence[Payment], rung: Rung, prepared: Prepared | None = None
     ) -> tuple[list[Scored], dict[str, float]]:
         """Score a batch on one rung of the ladder (see :mod:`gnn.ladder`).
 
@@ -582,18 +582,31 @@ class ScoringEngine:
         ``rules`` on the policy rung. If the feature store cannot be reached the batch is
         scored with the features of entities never seen before and each answer says so in
         ``degraded`` (the graph still informs the GNN rungs).
+
+        ``prepared``: these payments' inputs from :meth:`prepare` (the artifact's fan-outs),
+        for a caller that scores one batch on several rungs; it is used on the ``full``,
+        ``tree`` and ``policy`` rungs (the last two take only its features) and left as it
+        was. Other rungs sample their own.
         """
         if not payments:
             return [], {}
         uses_graph = rung in ("full", "reduced", "cached")
         fanouts = {"full": self.bundle.fanouts, "reduced": self.reduced_fanouts}.get(rung, (1,))
         degraded: tuple[str, ...] = ()
-        try:
-            prep = prepare(payments, self.graph, self.features, fanouts, uses_graph)
-        except FeatureStoreUnavailable:
-            # Score on the graph alone: features as for entities never seen before, flagged.
-            prep = prepare(payments, self.graph, _NO_FEATURES, fanouts, uses_graph)
-            degraded = ("features_unavailable",)
+        if prepared is not None and len(prepared.features) != len(payments):
+            raise ValueError(f"{len(prepared.features)} prepared inputs for {len(payments)}")
+        if prepared is not None and rung == "full":
+            prep = Prepared(prepared.features, prepared.subgraphs, dict(prepared.timings_ms))
+        elif prepared is not None and not uses_graph:
+            nothing = [Subgraph(t=p.event_time.timestamp()) for p in payments]
+            prep = Prepared(prepared.features, nothing, {"features": 0.0, "sampling": 0.0})
+        else:
+            try:
+                prep = prepare(payments, self.graph, self.features, fanouts, uses_graph)
+            except FeatureStoreUnavailable:
+                # Score on the graph alone: features as for entities never seen before, flagged.
+                prep = prepare(payments, self.graph, _NO_FEATURES, fanouts, uses_graph)
+                degraded = ("features_unavailable",)
         if rung == "cached":
             prep.subgraphs = [one_hop(g) for g in prep.subgraphs]
         rows = [list(f.values) for f in prep.features]

@@ -3,7 +3,8 @@
 One :class:`~gnn.engine.ScoringEngine` per model name, all over the same stores; one decision
 policy per name (a challenger may differ from the champion in model, in policy bundle, or in
 both). Names that share one loaded artifact share its scores (computed once per batch); only
-their decisions are taken separately.
+their decisions are taken separately. An artifact scored on the full rung and on its tree (or
+policy) rung computes the batch's online features once for both.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import time
 from collections.abc import Mapping
 
 from feature_stream.events import Payment
-from feature_stream.feature_store import FeatureStore
+from feature_stream.feature_store import FeatureStore, FeatureStoreUnavailable
 from feature_stream.graph_store import GraphStore
 from gnn.artifact import ModelBundle
-from gnn.engine import Scored, ScoringEngine
+from gnn.engine import Prepared, Scored, ScoringEngine
 from gnn.ladder import Rung
 from services.backtest.config import LeakageError, ScoredPayment
 from services.policy import PolicyEvaluator
@@ -67,6 +68,27 @@ class Scorer:
             bundle, self.graph, self.features, device="cpu", cache_size=0
         )
 
+    def _shared_inputs(self, batch: list[Payment]) -> dict[int, tuple[Prepared, float]]:
+        """Inputs computed once per batch for an artifact scored on the full rung and on a
+        rung that needs only the features (tree, policy), e.g. a GNN and its own tree side
+        by side: ``{id(bundle): (prepared, ms it took)}``. The full rung's timing includes
+        them."""
+        rungs: dict[int, set[str]] = {}
+        engine_of: dict[int, ScoringEngine] = {}
+        for name, engine in self.engines.items():
+            rungs.setdefault(id(engine.bundle), set()).add(self.rungs.get(name, "full"))
+            engine_of.setdefault(id(engine.bundle), engine)
+        out = {}
+        for key, used in rungs.items():
+            if "full" in used and used & {"tree", "policy"}:
+                t0 = time.perf_counter()
+                try:
+                    prep = engine_of[key].prepare(batch)
+                except FeatureStoreUnavailable:
+                    continue  # each rung then prepares (and flags) its own inputs
+                out[key] = (prep, (time.perf_counter() - t0) * 1e3)
+        return out
+
     def score(self, batch: list[Payment]) -> list[ScoredPayment]:
         """Score ``batch`` (each payment at its own event time) with every model.
 
@@ -77,13 +99,16 @@ class Scorer:
             for p in batch
         ]  # fmt: skip
         done: dict[tuple[int, str], tuple[list[Scored], float]] = {}
+        shared = self._shared_inputs(batch)
         for name, engine in self.engines.items():
             rung = self.rungs.get(name, "full")
             key = (id(engine.bundle), rung)
             if key not in done:
+                prep, prep_ms = shared.get(id(engine.bundle), (None, 0.0))
                 t0 = time.perf_counter()
-                scored, _ = engine.infer(batch, rung)
-                done[key] = (scored, (time.perf_counter() - t0) * 1e3 / len(batch))
+                scored, _ = engine.infer(batch, rung, prep)
+                ms = (time.perf_counter() - t0) * 1e3 + (prep_ms if rung == "full" else 0.0)
+                done[key] = (scored, ms / len(batch))
             scored, per = done[key]
             policy = self.policies[name]
             for row, p, s in zip(rows, batch, scored, strict=True):
