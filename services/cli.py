@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.config_files import ConfigFileError, read_json_object, read_model, validate
 from services.heap import tune_collector
 
 if TYPE_CHECKING:
@@ -39,9 +40,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """``riskgraph train``'s settings: ``--config``'s JSON, then the options given."""
     from gnn.train import TrainConfig
 
-    base = json.loads(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
+    base = read_json_object(args.config, "--config") if args.config else {}
     given = {"epochs": args.epochs, "seed": args.seed, "holdout_days": args.holdout_days}
-    return TrainConfig.model_validate({**base, **{k: v for k, v in given.items() if v is not None}})
+    source = f"--config {args.config} with the options given" if args.config else "options"
+    return validate(
+        TrainConfig, {**base, **{k: v for k, v in given.items() if v is not None}}, source
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -199,7 +203,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     mapping = (
         PRESETS[args.preset]
         if args.preset
-        else ColumnMapping.model_validate_json(Path(args.mapping).read_text())
+        else read_model(ColumnMapping, args.mapping, "--mapping")
     )
     manifest = convert_table(
         Path(args.input), mapping, Path(args.out), args.label_delay_days, not args.quiet
@@ -520,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     tune_collector()  # every command builds or replays into the in-memory stores
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -528,7 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         '"logger":"%(name)s","msg":"%(message)s"}',
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigFileError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from services.backtest.prequential import Retrainer, RetrainSchedule, parse_dura
 from services.backtest.report import write_report
 from services.backtest.run import BacktestConfig, run_backtest
 from services.backtest.sources import KafkaRangeSource
+from services.config_files import read_model
 from services.container import build_policy
 from services.policy import PolicyEvaluator
 from services.settings import Settings
@@ -105,7 +106,7 @@ def retrain_schedule(args: argparse.Namespace, models: dict[str, Path]) -> Retra
     if name not in models:
         raise ValueError(f"--retrain-model {name!r} is not one of {list(models)}")
     cfg = (
-        TrainConfig.model_validate_json(Path(args.train_config).read_text())
+        read_model(TrainConfig, args.train_config, "--train-config")
         if args.train_config
         else TrainConfig()
     )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from gnn.train import TrainConfig
 from services.audit import FileAuditSink
 from services.auth import verify_token
 from services.cli import build_parser, main, train_config
+from services.config_files import ConfigFileError
 from services.settings import DEV_TOKEN_SECRET
 
 SUBCOMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {
@@ -159,5 +160,44 @@ def test_a_bad_train_config_names_the_field(tmp_path: Path) -> None:
     args = build_parser().parse_args(
         ["train", "--stream", "s", "--out", "o", "--config", str(config)]
     )
-    with pytest.raises(ValidationError, match="negative_rate"):
+    with pytest.raises(ConfigFileError, match=r"--config .*train\.json.*negative_rate"):
         train_config(args)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"negative_rate": 2.0, "epochs": "many"}', r"negative_rate: .*; epochs: "),
+        ('{"epochs": 3,', r"not valid JSON: .* line 1"),
+        ("[1, 2]", r"expected a JSON object, got list"),
+        (None, r"cannot read it"),
+    ],
+)
+def test_a_bad_settings_file_is_a_one_line_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, expected: str
+) -> None:
+    config = tmp_path / "train.json"
+    if content is not None:
+        config.write_text(content)
+    code = main(["train", "--stream", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--config", str(config)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert re.search(r"riskgraph: error: --config \S+train\.json", err), err
+    assert re.search(expected, err), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing was trained
+
+
+def test_a_bad_column_mapping_names_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps({"timestamp": "ts", "no_such_column_role": "x"}))
+    code = main(["convert", "--input", str(tmp_path / "t.csv"), "--out", str(tmp_path / "o"),
+                 "--mapping", str(mapping)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "riskgraph: error: --mapping" in err
+    assert "no_such_column_role" in err
+    assert "Traceback" not in err
