@@ -1,9 +1,13 @@
 """In-memory temporal graph: the embedded default :class:`GraphStore`.
 
-Each node keeps its incident edges in two parallel lists sorted by edge time, so
+Each node is one object that keeps its incident edges in three parallel lists sorted by edge
+time (times, relation codes, and the neighbour node objects themselves), so
 
 * an append in event-time order is ``O(1)`` (out-of-order events are inserted with ``bisect``),
-* "the ``k`` most recent edges strictly before ``t``" is one ``bisect_left`` and a slice,
+* "the ``k`` most recent edges strictly before ``t``" is one ``bisect_left`` (or one comparison
+  when the node has nothing at or after ``t``) and a slice,
+* sampling follows edges by reference: no key is hashed or looked up per edge, and a sampled
+  neighbourhood's local index is keyed by object identity,
 * memory is bounded by a retention window (edges older than ``now - retention`` are dropped as
   time advances) and by ``max_degree`` edges kept per node.
 """
@@ -45,34 +49,58 @@ _R_IP = RELATION_CODE["paid_from_ip"]
 _R_LOGIN_DEVICE = RELATION_CODE["logged_in_on"]
 _R_LOGIN_IP = RELATION_CODE["logged_in_from"]
 
-NodeKey = tuple[int, str]
-Neighbour = tuple[int, int, str]  # (relation code, node type code, node id)
+NodeKey = tuple[int, str]  # (node type code, node id)
 
 
-class _Adjacency:
-    """Edges of one node, sorted by time: ``times[i]`` is the time of ``nbrs[i]``."""
+class _Node:
+    """One node and its edges, sorted by time: edge ``i`` goes to ``nbrs[i]`` over relation
+    ``rels[i]`` at ``times[i]``. ``rec`` is a payment node's record (``None`` for entities and
+    once the payment is evicted)."""
 
-    __slots__ = ("nbrs", "times")
+    __slots__ = ("id", "nbrs", "rec", "rels", "times", "type")
 
-    def __init__(self) -> None:
+    def __init__(self, key: NodeKey) -> None:
+        self.type, self.id = key
         self.times: list[float] = []
-        self.nbrs: list[Neighbour] = []
+        self.rels: list[int] = []
+        self.nbrs: list[_Node] = []
+        self.rec: TxnRecord | None = None
 
-    def add(self, ts: float, nbr: Neighbour, max_degree: int) -> int:
+    def add(self, ts: float, rel: int, nbr: _Node, max_degree: int) -> int:
         """Insert in time order; returns how many old entries the degree cap dropped."""
-        if not self.times or ts >= self.times[-1]:
-            self.times.append(ts)
+        times = self.times
+        if not times or ts >= times[-1]:
+            times.append(ts)
+            self.rels.append(rel)
             self.nbrs.append(nbr)
         else:
-            i = bisect.bisect_right(self.times, ts)
-            self.times.insert(i, ts)
+            i = bisect.bisect_right(times, ts)
+            times.insert(i, ts)
+            self.rels.insert(i, rel)
             self.nbrs.insert(i, nbr)
-        if len(self.times) > max_degree:
-            drop = len(self.times) - max_degree
-            del self.times[:drop]
+        if len(times) > max_degree:
+            drop = len(times) - max_degree
+            del times[:drop]
+            del self.rels[:drop]
             del self.nbrs[:drop]
             return drop
         return 0
+
+    def drop_before(self, ts: float) -> int:
+        """Drop the edges older than ``ts``; returns how many."""
+        k = bisect.bisect_left(self.times, ts)
+        del self.times[:k]
+        del self.rels[:k]
+        del self.nbrs[:k]
+        return k
+
+    def before(self, t: float) -> int:
+        """How many edges are strictly before ``t`` (they are the first that many)."""
+        times = self.times
+        # Fast path: online, and for most nodes of a replay, nothing is at or after t.
+        if times and times[-1] < t:
+            return len(times)
+        return bisect.bisect_left(times, t)
 
 
 class InMemoryGraphStore(GraphStore):
@@ -88,7 +116,7 @@ class InMemoryGraphStore(GraphStore):
             raise ValueError("retention_s must be > 0 and max_degree >= 1")
         self.retention_s = retention_s
         self.max_degree = max_degree
-        self._adj: dict[NodeKey, _Adjacency] = {}
+        self._adj: dict[NodeKey, _Node] = {}
         self._txns: dict[str, TxnRecord] = {}
         # transaction id → (label time, label); the latest label wins
         self._labels: dict[str, list[tuple[float, int, str]]] = {}  # (time, label, event id)
@@ -98,16 +126,15 @@ class InMemoryGraphStore(GraphStore):
         self._next_sweep = -math.inf
 
     # -- writes ---------------------------------------------------------------------------------
-    def _link(self, ts: float, rel: int, a: NodeKey, b: NodeKey) -> None:
-        adj = self._adj
-        na = adj.get(a)
-        if na is None:
-            na = adj[a] = _Adjacency()
-        nb = adj.get(b)
-        if nb is None:
-            nb = adj[b] = _Adjacency()
-        dropped = na.add(ts, (rel, b[0], b[1]), self.max_degree)
-        dropped += nb.add(ts, (rel, a[0], a[1]), self.max_degree)
+    def _node(self, key: NodeKey) -> _Node:
+        node = self._adj.get(key)
+        if node is None:
+            node = self._adj[key] = _Node(key)
+        return node
+
+    def _link(self, ts: float, rel: int, a: _Node, b: _Node) -> None:
+        dropped = a.add(ts, rel, b, self.max_degree)
+        dropped += b.add(ts, rel, a, self.max_degree)
         self._half_edges += 2 - dropped
 
     def _first_time(self, event_id: str) -> bool:
@@ -140,24 +167,25 @@ class InMemoryGraphStore(GraphStore):
             e.channel,
         )
         self._txns[e.event_id] = rec
-        t = (TXN, e.event_id)
-        self._link(ts, _R_ACCOUNT, t, (ACCOUNT, e.account_id))
-        self._link(ts, _R_CARD, t, (CARD, e.card_id))
-        self._link(ts, _R_MERCHANT, t, (MERCHANT, e.merchant_id))
+        t = self._node((TXN, e.event_id))
+        t.rec = rec
+        self._link(ts, _R_ACCOUNT, t, self._node((ACCOUNT, e.account_id)))
+        self._link(ts, _R_CARD, t, self._node((CARD, e.card_id)))
+        self._link(ts, _R_MERCHANT, t, self._node((MERCHANT, e.merchant_id)))
         if e.device_id is not None:
-            self._link(ts, _R_DEVICE, t, (DEVICE, e.device_id))
+            self._link(ts, _R_DEVICE, t, self._node((DEVICE, e.device_id)))
         if e.ip is not None:
-            self._link(ts, _R_IP, t, (IP, e.ip))
+            self._link(ts, _R_IP, t, self._node((IP, e.ip)))
         self._advance(ts)
 
     def _add_device(self, e: DeviceEvent) -> None:
         if not self._first_time(e.event_id):
             return
         ts = e.event_time.timestamp()
-        acct = (ACCOUNT, e.account_id)
-        self._link(ts, _R_LOGIN_DEVICE, acct, (DEVICE, e.device_id))
+        acct = self._node((ACCOUNT, e.account_id))
+        self._link(ts, _R_LOGIN_DEVICE, acct, self._node((DEVICE, e.device_id)))
         if e.ip is not None:
-            self._link(ts, _R_LOGIN_IP, acct, (IP, e.ip))
+            self._link(ts, _R_LOGIN_IP, acct, self._node((IP, e.ip)))
         self._advance(ts)
 
     def _add_social(self, e: SocialEvent) -> None:
@@ -165,7 +193,8 @@ class InMemoryGraphStore(GraphStore):
             return
         ts = e.event_time.timestamp()
         rel = RELATION_CODE[SOCIAL_KIND_RELATION[e.kind]]
-        self._link(ts, rel, (ACCOUNT, e.src_account_id), (ACCOUNT, e.dst_account_id))
+        src, dst = self._node((ACCOUNT, e.src_account_id)), self._node((ACCOUNT, e.dst_account_id))
+        self._link(ts, rel, src, dst)
         self._advance(ts)
 
     def _add_label(self, e: LabelEvent) -> None:
@@ -205,39 +234,42 @@ class InMemoryGraphStore(GraphStore):
 
     def _sample_one(self, q: Payment, fanouts: tuple[int, ...]) -> Subgraph:
         t = q.event_time.timestamp()
-        node_type: list[int] = []
-        node_id: list[str] = []
-        node_attr: list[tuple[float, float, float, float]] = []
-        node_hop: list[int] = []
+        unknown = float(LABEL_UNKNOWN)
+        # The query's own attributes come from the payment itself, not from the store.
+        node_type: list[int] = [TXN]
+        node_id: list[str] = [q.event_id]
+        node_attr: list[tuple[float, float, float, float]] = [
+            (q.amount, 0.0, unknown, float(CHANNEL_CODE[q.channel]))
+        ]
+        node_hop: list[int] = [0]
         src: list[int] = []
         dst: list[int] = []
         rels: list[int] = []
         edge_ts: list[float] = []
-        local: dict[NodeKey, int] = {}
         adj = self._adj
-        txns = self._txns
         labels = self._labels
+        me = adj.get((TXN, q.event_id))  # the query's own node, if the store holds it (a replay)
+        local: dict[_Node, int] = {} if me is None else {me: 0}  # node → its index here
         max_used = -math.inf
-        unknown = float(LABEL_UNKNOWN)
         no_history = (0.0, -1.0, 0.0, 0.0)
         bisect_left = bisect.bisect_left
 
-        def add_node(key: NodeKey, hop: int) -> int:
+        def add_node(node: _Node, hop: int) -> int:
             """Append a node not seen yet with its attributes as of ``t``; its local index."""
             nonlocal max_used
             i = len(node_type)
-            local[key] = i
-            ntype, nid = key
+            local[node] = i
+            ntype = node.type
             node_type.append(ntype)
-            node_id.append(nid)
+            node_id.append(node.id)
             node_hop.append(hop)
             if ntype == TXN:
-                rec = txns.get(nid)
+                rec = node.rec
                 if rec is None:  # evicted payment: keep the node, attributes unknown
                     node_attr.append((0.0, -1.0, unknown, 0.0))
                     return i
                 label = unknown
-                hist = labels.get(nid)
+                hist = labels.get(node.id)
                 if hist:
                     k = bisect_left(hist, (t, -2))  # labels strictly before t
                     if k:
@@ -247,10 +279,9 @@ class InMemoryGraphStore(GraphStore):
                             max_used = lts
                 node_attr.append((rec.amount, t - rec.ts, label, float(CHANNEL_CODE[rec.channel])))
                 return i
-            a = adj.get(key)
-            k = bisect_left(a.times, t) if a is not None else 0
+            k = node.before(t)
             if k:
-                last = a.times[k - 1]  # type: ignore[union-attr]
+                last = node.times[k - 1]
                 if last > max_used:
                     max_used = last
                 node_attr.append((float(k), t - last, 0.0, 0.0))
@@ -258,10 +289,6 @@ class InMemoryGraphStore(GraphStore):
                 node_attr.append(no_history)
             return i
 
-        me = (TXN, q.event_id)
-        add_node(me, 0)
-        # The query's own attributes come from the payment itself, not from the store.
-        node_attr[0] = (q.amount, 0.0, unknown, float(CHANNEL_CODE[q.channel]))
         own: list[tuple[NodeKey, int]] = [
             ((ACCOUNT, q.account_id), _R_ACCOUNT),
             ((CARD, q.card_id), _R_CARD),
@@ -271,46 +298,57 @@ class InMemoryGraphStore(GraphStore):
             own.append(((DEVICE, q.device_id), _R_DEVICE))
         if q.ip is not None:
             own.append(((IP, q.ip), _R_IP))
-        frontier: list[NodeKey] = []
-        for key, rel in own:
-            i = local.get(key)
-            if i is None:
-                i = add_node(key, 1)
-                frontier.append(key)
+        frontier: list[_Node] = []
+        for key, rel in own:  # of distinct node types: never the same node twice
+            node = adj.get(key)
+            if node is None:  # never seen: a node without history, nothing to expand
+                i = len(node_type)
+                node_type.append(key[0])
+                node_id.append(key[1])
+                node_hop.append(1)
+                node_attr.append(no_history)
+            else:
+                i = add_node(node, 1)
+                frontier.append(node)
             src.append(i)
             dst.append(0)
             rels.append(rel)
             edge_ts.append(t)
 
+        local_get = local.get
+        src_append = src.append
         for hop, fanout in enumerate(fanouts, start=2):
-            nxt: list[NodeKey] = []
-            for key in frontier:
-                a = adj.get(key)
-                if a is None:
-                    continue
-                times = a.times
-                k = bisect_left(times, t)  # edges strictly before t
+            nxt: list[_Node] = []
+            for node in frontier:
+                k = node.before(t)  # edges strictly before t
                 if not k:
                     continue
                 lo = k - fanout if k > fanout else 0
-                d = local[key]
-                nbrs = a.nbrs
-                for j in range(k - 1, lo - 1, -1):  # most recent first
-                    rel, ntype, nid = nbrs[j]
-                    nkey = (ntype, nid)
-                    if nkey == me:
-                        continue  # a replayed query never samples itself
-                    ets = times[j]
-                    if ets > max_used:
-                        max_used = ets
-                    i = local.get(nkey)
-                    if i is None:
-                        i = add_node(nkey, hop)
-                        nxt.append(nkey)
-                    src.append(i)
-                    dst.append(d)
-                    rels.append(rel)
-                    edge_ts.append(ets)
+                # The node's ``fanout`` most recent edges before t, most recent first.
+                nbrs = node.nbrs[lo:k]
+                nbrs.reverse()
+                times = node.times[lo:k]
+                times.reverse()
+                codes = node.rels[lo:k]
+                codes.reverse()
+                if me is not None and me in nbrs:  # a replayed query never samples itself
+                    keep = [j for j, nb in enumerate(nbrs) if nb is not me]
+                    if not keep:
+                        continue
+                    nbrs = [nbrs[j] for j in keep]
+                    times = [times[j] for j in keep]
+                    codes = [codes[j] for j in keep]
+                if times[0] > max_used:
+                    max_used = times[0]
+                for nb in nbrs:
+                    at = local_get(nb)
+                    if at is None:
+                        at = add_node(nb, hop)
+                        nxt.append(nb)
+                    src_append(at)
+                dst.extend([local[node]] * len(nbrs))
+                rels.extend(codes)
+                edge_ts.extend(times)
             frontier = nxt
         return Subgraph(
             t=t,
@@ -331,13 +369,12 @@ class InMemoryGraphStore(GraphStore):
         is counted as half an edge until its other end goes too.)"""
         dropped = 0
         empty: list[NodeKey] = []
-        for key, a in self._adj.items():
-            if a.times and a.times[0] < ts:
-                k = bisect.bisect_left(a.times, ts)
-                del a.times[:k]
-                del a.nbrs[:k]
-                dropped += k
-                if not a.times:
+        # An edge has the same time at both ends, so one sweep drops both halves: no node
+        # left in the store still points at a node removed here.
+        for key, node in self._adj.items():
+            if node.times and node.times[0] < ts:
+                dropped += node.drop_before(ts)
+                if not node.times:
                     empty.append(key)
         for key in empty:
             del self._adj[key]
@@ -345,6 +382,9 @@ class InMemoryGraphStore(GraphStore):
         for tid in old:
             del self._txns[tid]
             self._labels.pop(tid, None)
+            gone = self._adj.get((TXN, tid))
+            if gone is not None:
+                gone.rec = None
         self._half_edges -= dropped
         return dropped // 2  # each edge is stored at both ends
 
