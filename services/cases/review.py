@@ -44,6 +44,7 @@ from services.cases.evidence import (
 from services.cases.model import Action, Case, CaseStatus, SortKey, Verdict, case_id_for
 from services.cases.similar import SimilarCaseIndex
 from services.cases.store import CaseStore
+from services.cases.tenant_nearest import nearest_in_tenant
 from services.policy import PolicyEvaluator, ReviewResult
 from services.scoring import ScoringService, payment_entities
 
@@ -164,21 +165,23 @@ class ReviewService:
     ) -> list[Precedent]:
         """The ``k`` resolved cases of ``tenant`` most like this one: nearest embeddings,
         re-ranked so that those sharing an account, card, device or IP come first."""
-        hits = self.index.search(
-            np.asarray(embedding, dtype=np.float32), self.k * POOL, exclude=tuple(exclude)
+        mine = nearest_in_tenant(
+            self.index,
+            self.store,
+            np.asarray(embedding, dtype=np.float32),
+            tenant,
+            self.k * POOL,
+            exclude=tuple(exclude),
         )
-        found: dict[str, Case] = {}
-        for cid, _ in hits:
-            other = self.store.get(cid)
-            if other is not None and other.tenant == tenant:
-                found[cid] = other
+        hits = [(c.case_id, d) for c, d in mine]
+        found = {c.case_id: c for c, _ in mine}
         links = {
             cid: len(
                 shared_kinds({k: v for k, v in entities.items() if k in LINK_KINDS}, c.entities)
             )
             for cid, c in found.items()
         }
-        best = rerank([h for h in hits if h[0] in found], links, self.k)
+        best = rerank(hits, links, self.k)
         return [
             Precedent(found[cid], d, shared_kinds(entities, found[cid].entities)) for cid, d in best
         ]
