@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +39,43 @@ def percentiles(xs: list[float]) -> dict[str, float]:
     }
 
 
-def machine() -> dict[str, Any]:
-    import os
+def host_probe(rounds: int = 5) -> float:
+    """Median milliseconds of a fixed single-threaded Python workload (tuple keys into a dict,
+    then a pass over it: what the stores do). The 2-core hosts these benchmarks run on drift by
+    tens of percent over a day; a run's probe says whether its host was in a slow spell."""
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        d: dict[tuple[int, str], float] = {}
+        for i in range(100_000):
+            d[(i & 1023, str(i))] = i * 0.5
+        total = 0.0
+        for v in d.values():
+            total += v
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
 
+
+def service_cpu_s(service: str) -> float | None:
+    """CPU seconds (user + system, all threads) used so far by the process ``deploy/`` started
+    for ``service`` (``neo4j``, ``kafka`` …), from its pidfile; ``None`` if it is not running."""
+    state = Path(os.environ.get("RISKGRAPH_STATE_DIR", ROOT / "deploy" / ".state"))
+    try:
+        pid = int((state / "run" / f"{service}.pid").read_text().strip())
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "load_average": os.getloadavg(),
+        "host_probe_ms": host_probe(),
     }
 
 

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import machine, percentiles, table, write
+from common import host_probe, machine, percentiles, service_cpu_s, table, write
 
 from feature_stream.changelog import ChangelogFollower
 from feature_stream.event_io import FileEventSource
@@ -98,11 +98,21 @@ def _produce(cfg: StreamConfig, stream: Path, rate: float | None) -> None:
         sink.close()
 
 
+def _cpu() -> dict[str, float | None]:
+    """CPU seconds so far of this process (the worker) and of the Neo4j and Kafka servers."""
+    return {
+        "worker": time.process_time(),
+        "neo4j": service_cpu_s("neo4j"),
+        "kafka": service_cpu_s("kafka"),
+    }
+
+
 def ingest_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, float]:
     cfg = _config(args, "ingest")
     _produce(cfg, stream, None)
     graph, features = build_stores(cfg)
     worker = make_app(cfg, graph, features)
+    probe = host_probe()
 
     async def run() -> dict[str, float]:
         task = asyncio.create_task(worker.run())
@@ -120,7 +130,17 @@ def ingest_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, 
         return {"events": total, "seconds": secs, "events_per_s": total / secs}
 
     try:
-        return asyncio.run(run())
+        before = _cpu()
+        out = asyncio.run(run())
+        after = _cpu()
+        # CPU per event of each process over the drain: a slow run with the same CPU per
+        # event was starved (host, neighbours); one with more did more work (GC, checkpoints).
+        for name, t0 in before.items():
+            t1 = after[name]
+            if t0 is not None and t1 is not None:
+                out[f"{name}_cpu_us_per_event"] = (t1 - t0) / total * 1e6
+        out["host_probe_ms"] = probe
+        return out
     finally:
         graph.clear()  # type: ignore[attr-defined]
         graph.close()
@@ -205,18 +225,29 @@ def main() -> None:
     lag = [lag_run(args, lag_stream, lag_total) for _ in range(args.runs)]
     med_eps = statistics.median(r["events_per_s"] for r in ingest)
     med_lag = {k: statistics.median(r[k] for r in lag) for k in ("p50", "p95", "p99", "max")}
-    rows = [("run", "ingest ev/s", "lag p50 ms", "lag p99 ms", "lag max ms")]
+
+    def us(r: dict[str, float], name: str) -> str:
+        v = r.get(f"{name}_cpu_us_per_event")
+        return "-" if v is None else f"{v:.0f}"
+
+    head = ("run", "ingest ev/s", "probe ms", "CPU us/ev: worker", "neo4j", "kafka")
+    rows = [(*head, "lag p50 ms", "lag p99 ms", "lag max ms")]
     rows += [
         (
             str(i),
             f"{a['events_per_s']:.0f}",
+            f"{a['host_probe_ms']:.0f}",
+            us(a, "worker"),
+            us(a, "neo4j"),
+            us(a, "kafka"),
             f"{b['p50']:.1f}",
             f"{b['p99']:.1f}",
             f"{b['max']:.1f}",
         )
         for i, (a, b) in enumerate(zip(ingest, lag, strict=True))
     ]
-    rows.append(("median", f"{med_eps:.0f}", f"{med_lag['p50']:.1f}", f"{med_lag['p99']:.1f}", ""))
+    medians = (f"{med_lag['p50']:.1f}", f"{med_lag['p99']:.1f}", "")
+    rows.append(("median", f"{med_eps:.0f}", "", "", "", "", *medians))
     print(table(rows))
     print(
         f"ingest: {total} records; lag: {lag_total} records produced at {args.rate:.0f} ev/s; "
