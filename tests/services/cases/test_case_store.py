@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,6 +95,61 @@ def test_sqlite_file_runs_in_wal_mode(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
+
+
+def test_sqlite_new_cases_are_fsynced_by_the_background_sync(tmp_path: Path) -> None:
+    store = SqliteCaseStore(tmp_path / "cases.db", max_delay_s=0.01)
+    store.add(make_case("p1"))
+    store.add(make_case("p2"))
+    deadline = time.monotonic() + 5
+    while store.unsynced and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.unsynced == 0
+    store.close()
+
+
+def test_sqlite_background_sync_checkpoints_the_log_into_the_file(tmp_path: Path) -> None:
+    """Adds do not checkpoint (SQLite's automatic one is off); the syncer does, so the cases
+    reach the database file itself while the store stays open."""
+    path = tmp_path / "cases.db"
+    store = SqliteCaseStore(path, max_delay_s=0.01)
+    store.add(make_case("p1"))
+
+    def in_file() -> list[tuple[str]]:  # the database file alone, ignoring the log
+        conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return conn.execute("SELECT case_id FROM cases").fetchall()
+        except sqlite3.OperationalError:  # not even the schema is in the file yet
+            return []
+        finally:
+            conn.close()
+
+    deadline = time.monotonic() + 10
+    while not in_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert in_file() == [("case-p1",)]
+    store.close()
+
+
+def test_sqlite_verdicts_are_fsynced_before_the_call_returns(tmp_path: Path) -> None:
+    store = SqliteCaseStore(tmp_path / "cases.db", max_delay_s=None)
+    store.add(make_case("p1"))
+    store.add(make_case("p2"))
+    store.add(make_case("p2"))  # a duplicate commits nothing and counts nothing
+    assert store.unsynced == 2  # no background sync: adds wait for the next fsync
+    store.set_verdict(case_id_for("p1"), "fraud", "ann", "chargeback", ts(50))
+    assert store.unsynced == 0  # the verdict's fsync covers the adds before it too
+    store.add(make_case("p3"))
+    store.assign(case_id_for("p3"), "bob")
+    assert store.unsynced == 0
+    store.close()
+
+
+def test_sqlite_memory_store_has_nothing_to_sync() -> None:
+    store = SqliteCaseStore(":memory:")
+    store.add(make_case("p1"))
+    assert store.unsynced == 0
+    store.close()
 
 
 # -- the model ------------------------------------------------------------------------------------
