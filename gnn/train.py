@@ -37,7 +37,8 @@ from feature_stream.graph_store import LABEL_FRAUD
 from feature_stream.ingest import Ingestor, IngestStats
 from gnn.artifact import ModelBundle, save_artifact
 from gnn.baseline import TreeBaseline
-from gnn.engine import FusedForward, prepare
+from gnn.engine import prepare
+from gnn.fused import FusedForward
 from gnn.metrics import summary
 from gnn.model import TemporalHeteroGNN
 from gnn.tensorize import GraphBatch, tensorize

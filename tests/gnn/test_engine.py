@@ -16,15 +16,8 @@ from feature_stream.graph_memory import InMemoryGraphStore
 from feature_stream.ingest import Ingestor
 from gnn.artifact import ModelBundle
 from gnn.baseline import TreeBaseline
-from gnn.engine import (
-    EmbeddingCache,
-    FusedForward,
-    Prepared,
-    ScoringEngine,
-    hop1_rows,
-    one_hop,
-    propagate,
-)
+from gnn.engine import EmbeddingCache, Prepared, ScoringEngine, hop1_rows, one_hop
+from gnn.fused import FusedForward, propagate
 from gnn.ladder import LADDER, SERVED_BY, Rung
 from gnn.model import TemporalHeteroGNN
 from gnn.tensorize import GraphBatch, tensorize
