@@ -278,9 +278,9 @@ class ScoringEngine:
 
         The full rung's inputs and pass: row ``i`` equals ``Scored.embedding`` of
         ``infer(payments, "full")[0][i]`` (the same batch; a payment's pass depends a little
-        on its batch mates, see :class:`~gnn.fused.FusedForward`). Only data from before each payment's
-        time is used. Unlike :meth:`infer` it leaves the embedding cache alone, and it raises
-        :class:`FeatureStoreUnavailable` rather than embed without online features.
+        on its batch mates, see :class:`~gnn.fused.FusedForward`). Only data from before each
+        payment's time is used. Unlike :meth:`infer` it leaves the embedding cache alone, and it
+        raises :class:`FeatureStoreUnavailable` rather than embed without online features.
         """
         if not payments:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
