@@ -17,18 +17,18 @@ nothing). What it takes to be on disk differs:
 * a new case comes from the scoring path, where an fsync per case (0.6 ms median, 2 ms p99 on
   the 2-core host) would hold up every payment in the batch. Adds are group-committed like the
   audit log (:class:`~services.audit.FileAuditSink`): a background thread fsyncs the
-  write-ahead log at most ``max_delay_s`` after the first unsynced add. The audit record of the
+  write-ahead log about ``max_delay_s`` after the first unsynced add. The audit record of the
   payment names the case either way.
 
-The same thread checkpoints the log into the database file (on a connection of its own, about
-once a second after writes), so a commit never pays for a checkpoint: SQLite's automatic one
-ran inside every hundredth add or so and took 5 ms.
+SQLite's own automatic checkpoint still runs inside a commit about every hundredth add (it
+bounds the log's size; run beside the writer instead, a passive checkpoint never caught up
+with a steady stream of adds and the log grew without bound).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -42,7 +42,7 @@ from services.cases.model import ENTITY_KINDS, VERDICT_STATUS, Case, CaseStatus,
 from services.cases.store import CaseList, CaseStore, Shared
 
 SCHEMA_VERSION = 1
-_CHECKPOINT_EVERY_S = 1.0
+log = logging.getLogger("riskgraph.cases")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -188,7 +188,9 @@ class SqliteCaseStore(CaseStore):
         self._stop = threading.Event()
         self._conn = sqlite3.connect(target, check_same_thread=False)
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            (mode,) = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if target != ":memory:" and mode != "wal":
+                raise ValueError(f"{target}: SQLite refused WAL mode (journal mode {mode})")
             self._conn.execute("PRAGMA synchronous=NORMAL")  # fsync'd by _sync, see the module
             (version,) = self._conn.execute("PRAGMA user_version").fetchone()
             if version not in (0, SCHEMA_VERSION):
@@ -199,15 +201,17 @@ class SqliteCaseStore(CaseStore):
                 self._conn.executescript(_SCHEMA)
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             if target != ":memory:":
-                # The log exists while a connection is open in WAL mode and keeps its inode
-                # (a checkpoint rewrites it from the start), so one descriptor serves.
-                self._wal = os.open(target + "-wal", os.O_RDONLY | os.O_CREAT, 0o644)
+                # The log SQLite writes: beside the file the path resolves to (symlinks
+                # followed). It exists while a connection is open in WAL mode and keeps its
+                # inode (a checkpoint rewinds it, truncation happens in place), so one
+                # descriptor serves until close.
+                db_file = self._conn.execute("PRAGMA database_list").fetchone()[2]
+                self._wal = os.open(db_file + "-wal", os.O_RDONLY)
         except Exception:
             self._conn.close()
             raise
         self._syncer: threading.Thread | None = None
         if self._wal >= 0 and max_delay_s is not None:
-            self._conn.execute("PRAGMA wal_autocheckpoint=0")  # the syncer checkpoints
             self._syncer = threading.Thread(
                 target=self._sync_late, args=(max_delay_s,), name="case-sync", daemon=True
             )
@@ -220,37 +224,36 @@ class SqliteCaseStore(CaseStore):
 
     def _sync(self) -> None:
         """fsync the write-ahead log: every commit before this call is on disk after it."""
-        self._unsynced = 0
-        os.fsync(self._wal)
+        n, self._unsynced = self._unsynced, 0
+        try:
+            os.fsync(self._wal)
+        except OSError:
+            self._unsynced += n  # still not on disk
+            raise
 
     def _sync_late(self, every_s: float) -> None:
-        # No store lock: fsync of the log and a passive checkpoint are safe beside the writer,
-        # and adds never wait for either.
-        checkpointer = sqlite3.connect(self.path)
-        written, ticks = False, max(1, round(_CHECKPOINT_EVERY_S / every_s))
-        try:
-            for tick in itertools.count(1):
-                if self._stop.wait(every_s):
-                    return
-                if self._unsynced:
-                    written = True
+        # No store lock: an fsync of the log is safe beside the writer, and adds never wait
+        # for it. A failed fsync is logged and tried again; the adds stay counted.
+        while not self._stop.wait(every_s):
+            if self._unsynced:
+                try:
                     self._sync()
-                if written and tick % ticks == 0:
-                    checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    written = False
-        finally:
-            checkpointer.close()
+                except OSError:
+                    log.exception("fsync of the case log %s failed; retrying", self.path)
 
     def close(self) -> None:
         self._stop.set()
         if self._syncer is not None:
             self._syncer.join()
         with self._lock:
-            if self._wal >= 0:
-                self._sync()
-                os.close(self._wal)
-                self._wal = -1
-            self._conn.close()
+            try:
+                if self._wal >= 0:
+                    self._sync()
+            finally:
+                if self._wal >= 0:
+                    os.close(self._wal)
+                    self._wal = -1
+                self._conn.close()
 
     # -- writes ---------------------------------------------------------------------------------
     def _add(self, case: Case) -> bool:
@@ -279,16 +282,17 @@ class SqliteCaseStore(CaseStore):
             return True
 
     def _update(self, case_id: str, assignments: str, args: list[Any]) -> Case:
-        with self._lock, self._conn:
-            cur = self._conn.execute(
-                f"UPDATE cases SET {assignments} WHERE case_id = ?", [*args, case_id]
-            )
-            if cur.rowcount == 0:
-                raise KeyError(case_id)
-            case = _case(self._conn.execute(f"{_SELECT} WHERE case_id = ?", (case_id,)).fetchone())
-        if self._wal >= 0:
-            self._sync()  # an analyst's work: on disk before the call returns
-        return case
+        with self._lock:
+            with self._conn:
+                cur = self._conn.execute(
+                    f"UPDATE cases SET {assignments} WHERE case_id = ?", [*args, case_id]
+                )
+                if cur.rowcount == 0:
+                    raise KeyError(case_id)
+                row = self._conn.execute(f"{_SELECT} WHERE case_id = ?", (case_id,)).fetchone()
+            if self._wal >= 0:
+                self._sync()  # an analyst's work: on disk before the call returns
+        return _case(row)
 
     def _set_verdict(self, case_id: str, verdict: Verdict, by: str, note: str, at: float) -> Case:
         return self._update(
