@@ -9,7 +9,10 @@ Needs Kafka and Neo4j (and Redis with ``--features redis``): ``deploy/services.s
   (in-memory window) run, each in its own process as deployed; lag = source record produce
   time → applied in the window (ms). Target p99 ≤ 250 ms.
 
-Each run uses fresh topics and a fresh Neo4j namespace (deleted afterwards); medians over runs.
+Each run uses fresh topics and a fresh Neo4j namespace; medians over runs. The namespaces are
+deleted when the benchmark ends (``--delete-between-runs`` deletes each right after its run, as
+before session 9): Neo4j reuses the IDs of deleted records, so a run right after a delete
+writes into the holes it left, which a sustained ingest without deletes does not.
 """
 
 from __future__ import annotations
@@ -90,6 +93,28 @@ def _drop_topics(cfg: StreamConfig) -> None:
     asyncio.run(drop())
 
 
+_LEFT: list[str] = []  # namespaces to delete at the end (see the module docs)
+
+
+def _done_with(args: argparse.Namespace, cfg: StreamConfig, graph: Any) -> None:
+    if args.delete_between_runs:
+        graph.clear()
+    else:
+        _LEFT.append(cfg.namespace)
+
+
+def _delete_left(cfg: StreamConfig) -> None:
+    from neo4j import GraphDatabase
+
+    from feature_stream.graph_neo4j import delete_namespace
+
+    auth = (cfg.neo4j_user, cfg.neo4j_password or "") if cfg.neo4j_user else None
+    with GraphDatabase.driver(cfg.neo4j_uri, auth=auth) as driver:
+        for ns in _LEFT:
+            delete_namespace(driver, ns)
+    _LEFT.clear()
+
+
 def _produce(cfg: StreamConfig, stream: Path, rate: float | None) -> None:
     sink = KafkaEventSink(BOOTSTRAP, prefix=cfg.topic_prefix)
     try:
@@ -142,7 +167,7 @@ def ingest_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, 
         out["host_probe_ms"] = probe
         return out
     finally:
-        graph.clear()  # type: ignore[attr-defined]
+        _done_with(args, cfg, graph)
         graph.close()
         features.close()
         _drop_topics(cfg)
@@ -197,7 +222,7 @@ def lag_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, Any
     try:
         lags = asyncio.run(run())
     finally:
-        graph.clear()  # type: ignore[attr-defined]
+        _done_with(args, cfg, graph)
         graph.close()
         features.close()
         _drop_topics(cfg)
@@ -215,14 +240,22 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=500.0, help="lag runs: produce rate, ev/s")
     ap.add_argument("--lag-accounts", type=int, default=300, help="lag runs: stream size")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--delete-between-runs",
+        action="store_true",
+        help="delete each run's Neo4j namespace right after it (default: all at the end)",
+    )
     ap.add_argument("--out", help="write JSON here")
     args = ap.parse_args()
     stream = _stream(args.accounts, args.days)
     total = sum(1 for _ in FileEventSource(stream))
-    ingest = [ingest_run(args, stream, total) for _ in range(args.runs)]
-    lag_stream = _stream(args.lag_accounts, args.days)
-    lag_total = sum(1 for _ in FileEventSource(lag_stream))
-    lag = [lag_run(args, lag_stream, lag_total) for _ in range(args.runs)]
+    try:
+        ingest = [ingest_run(args, stream, total) for _ in range(args.runs)]
+        lag_stream = _stream(args.lag_accounts, args.days)
+        lag_total = sum(1 for _ in FileEventSource(lag_stream))
+        lag = [lag_run(args, lag_stream, lag_total) for _ in range(args.runs)]
+    finally:
+        _delete_left(_config(args, "cleanup"))
     med_eps = statistics.median(r["events_per_s"] for r in ingest)
     med_lag = {k: statistics.median(r[k] for r in lag) for k in ("p50", "p95", "p99", "max")}
 
@@ -261,6 +294,7 @@ def main() -> None:
             "lag_rate": args.rate,
             "features": args.features,
             "batch_max": args.batch,
+            "delete_between_runs": args.delete_between_runs,
             "ingest_runs": ingest,
             "lag_runs": lag,
             "median_ingest_events_per_s": med_eps,
