@@ -30,7 +30,9 @@ the same points of the stream, and the degree cap hides, per node, every edge en
 ``max_degree`` most recent (``cut_ts``/``cut_seq`` on the node mark the newest hidden end; an
 edge hidden at both ends is deleted). Sampling cost grows with the stored degree of the visited
 nodes (Neo4j has no per-node time index on relationships), so hub entities cost more here than in
-the in-memory window the scoring replicas use.
+the in-memory window the scoring replicas use. Neo4j reuses the IDs of deleted records, and writes
+into them cost it more CPU than writes into fresh space (284–630 against 165–218 µs per event
+after a mass delete, ``bench/RESULTS.md``), so expect slower ingest with a retention window.
 
 Cypher is always parameterised; labels and relationship types come from the fixed schema.
 """
