@@ -108,8 +108,7 @@ def _delete_left(cfg: StreamConfig) -> None:
 
     from feature_stream.graph_neo4j import delete_namespace
 
-    auth = (cfg.neo4j_user, cfg.neo4j_password or "") if cfg.neo4j_user else None
-    with GraphDatabase.driver(cfg.neo4j_uri, auth=auth) as driver:
+    with GraphDatabase.driver(cfg.neo4j_uri, auth=cfg.neo4j_auth) as driver:
         for ns in _LEFT:
             delete_namespace(driver, ns)
     _LEFT.clear()

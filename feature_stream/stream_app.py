@@ -135,6 +135,11 @@ class StreamConfig(BaseSettings):
     metrics_port: int | None = Field(None, description="RISKGRAPH_METRICS_PORT; None = off")
 
     @property
+    def neo4j_auth(self) -> tuple[str, str] | None:
+        """The driver's ``auth``: ``(user, password)``, or ``None`` without a user."""
+        return (self.neo4j_user, self.neo4j_password or "") if self.neo4j_user else None
+
+    @property
     def group(self) -> str:
         return self.group_id or f"{self.topic_prefix}riskgraph-stream"
 
@@ -173,8 +178,7 @@ def build_stores(cfg: StreamConfig) -> tuple[GraphStore, FeatureStore]:
     if cfg.graph_backend == "neo4j":
         from feature_stream.graph_neo4j import Neo4jGraphStore
 
-        auth = (cfg.neo4j_user, cfg.neo4j_password or "") if cfg.neo4j_user else None
-        graph = Neo4jGraphStore(cfg.neo4j_uri, auth=auth, namespace=cfg.namespace)
+        graph = Neo4jGraphStore(cfg.neo4j_uri, auth=cfg.neo4j_auth, namespace=cfg.namespace)
     else:
         from feature_stream.graph_memory import InMemoryGraphStore
 
