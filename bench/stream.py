@@ -3,8 +3,8 @@
 Needs Kafka and Neo4j (and Redis with ``--features redis``): ``deploy/services.sh up``.
 
 * **ingest**: the whole stream is produced first; then a worker (Neo4j graph store, feature store
-  per ``--features``) drains it. events/s = records / (last commit − first fetch). Targets:
-  ≥ 5k events/s.
+  per ``--features``) drains it. events/s = records committed after the first batch's commit /
+  (last commit − first commit). Target: ≥ 5k events/s.
 * **lag**: a producer publishes at ``--rate`` events/s while the worker and a changelog follower
   (in-memory window) run, each in its own process as deployed; lag = source record produce
   time → applied in the window (ms). Target p99 ≤ 250 ms.
@@ -140,18 +140,28 @@ def ingest_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, 
 
     async def run() -> dict[str, float]:
         task = asyncio.create_task(worker.run())
-        first = None
+        first, first_n = None, 0
         while worker.processed < total:
             if first is None and worker.processed > 0:
-                first = time.perf_counter()
+                first, first_n = time.perf_counter(), worker.processed
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
         end = time.perf_counter()
         worker.stop()
         await task
+        # The clock starts at the first commit, so the records of that batch are not counted:
+        # counting them (before session 10) overstated the rate by total / (total - batch),
+        # 4 % at batch 2,000 and 10 % at 5,000 on the default stream.
         secs = end - (first or end)
-        return {"events": total, "seconds": secs, "events_per_s": total / secs}
+        if first_n >= total or secs <= 0:
+            raise SystemExit("the stream fits in one worker batch: use a smaller --batch")
+        return {
+            "events": total,
+            "timed_events": total - first_n,
+            "seconds": secs,
+            "events_per_s": (total - first_n) / secs,
+        }
 
     try:
         before = _cpu()
