@@ -62,8 +62,17 @@ def service_cpu_s(service: str) -> float | None:
     state = Path(os.environ.get("RISKGRAPH_STATE_DIR", ROOT / "deploy" / ".state"))
     try:
         pid = int((state / "run" / f"{service}.pid").read_text().strip())
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, ValueError):
+        return None
+    return pid_cpu_s(pid)
+
+
+def pid_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) used so far by process ``pid``; ``None`` if it
+    is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

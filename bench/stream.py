@@ -2,9 +2,12 @@
 
 Needs Kafka and Neo4j (and Redis with ``--features redis``): ``deploy/services.sh up``.
 
-* **ingest**: the whole stream is produced first; then a worker (Neo4j graph store, feature store
-  per ``--features``) drains it. events/s = records committed after the first batch's commit /
-  (last commit − first commit). Target: ≥ 5k events/s.
+* **ingest**: the whole stream is produced first, into topics of ``W`` partitions; then ``W``
+  workers (``--workers``, each a process of its own as deployed, one consumer group; Neo4j
+  graph store, feature store per ``--features``) drain it. events/s = records committed after
+  the group's first commit / (last commit − first commit), from the group's committed offsets.
+  Target: ≥ 5k events/s. Workers are the scale-out path: the topics are keyed by account, and
+  each worker writes its partitions' events to Neo4j in transactions of its own.
 * **lag**: a producer publishes at ``--rate`` events/s while the worker and a changelog follower
   (in-memory window) run, each in its own process as deployed; lag = source record produce
   time → applied in the window (ms). Target p99 ≤ 250 ms.
@@ -27,11 +30,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import host_probe, machine, percentiles, service_cpu_s, table, write
+from aiokafka.admin import AIOKafkaAdminClient
+from common import host_probe, machine, percentiles, pid_cpu_s, service_cpu_s, table, write
+from tqdm import tqdm
 
 from feature_stream.changelog import ChangelogFollower
 from feature_stream.event_io import FileEventSource
-from feature_stream.kafka_io import KafkaEventSink, all_topics, produce_stream
+from feature_stream.kafka_io import (
+    KafkaEventSink,
+    all_topics,
+    ensure_topics,
+    produce_stream,
+    source_topics,
+)
 from feature_stream.stream_app import StreamConfig, build_stores, make_app
 
 BOOTSTRAP = os.environ.get("RISKGRAPH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -62,9 +73,10 @@ def _stream(accounts: int, days: int) -> Path:
     return path
 
 
-def _config(args: argparse.Namespace, tag: str) -> StreamConfig:
+def _config(args: argparse.Namespace, tag: str, partitions: int = 1) -> StreamConfig:
     run = f"bench-{tag}-{uuid.uuid4().hex[:8]}"
     return StreamConfig(
+        partitions=partitions,
         kafka_bootstrap=BOOTSTRAP,
         topic_prefix=run + "-",
         namespace=run,
@@ -96,11 +108,10 @@ def _drop_topics(cfg: StreamConfig) -> None:
 _LEFT: list[str] = []  # namespaces to delete at the end (see the module docs)
 
 
-def _done_with(args: argparse.Namespace, cfg: StreamConfig, graph: Any) -> None:
+def _done_with(args: argparse.Namespace, cfg: StreamConfig) -> None:
+    _LEFT.append(cfg.namespace)
     if args.delete_between_runs:
-        graph.clear()
-    else:
-        _LEFT.append(cfg.namespace)
+        _delete_left(cfg)
 
 
 def _delete_left(cfg: StreamConfig) -> None:
@@ -122,63 +133,103 @@ def _produce(cfg: StreamConfig, stream: Path, rate: float | None) -> None:
         sink.close()
 
 
-def _cpu() -> dict[str, float | None]:
-    """CPU seconds so far of this process (the worker) and of the Neo4j and Kafka servers."""
+def _work(cfg_json: str, stop: Any) -> None:
+    """One stream worker in a process of its own, as deployed, until ``stop``."""
+    cfg = StreamConfig.model_validate_json(cfg_json)
+    graph, features = build_stores(cfg)
+    worker = make_app(cfg, graph, features)
+
+    async def run() -> None:
+        task = asyncio.create_task(worker.run())
+        while not stop.is_set() and not task.done():
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await task
+
+    try:
+        asyncio.run(run())
+    finally:
+        graph.close()
+        features.close()
+
+
+async def _committed(admin: AIOKafkaAdminClient, group: str, topics: set[str]) -> int:
+    """Records the group has committed on ``topics`` (offsets start at 0)."""
+    offsets = await admin.list_consumer_group_offsets(group)
+    return sum(max(o.offset, 0) for tp, o in offsets.items() if tp.topic in topics)
+
+
+def _cpu(pids: list[int]) -> dict[str, float | None]:
+    """CPU seconds so far of the workers and of the Neo4j and Kafka servers."""
+    workers = [pid_cpu_s(p) for p in pids]
     return {
-        "worker": time.process_time(),
+        "worker": None if None in workers else sum(w or 0.0 for w in workers),
         "neo4j": service_cpu_s("neo4j"),
         "kafka": service_cpu_s("kafka"),
     }
 
 
-def ingest_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, float]:
-    cfg = _config(args, "ingest")
+def ingest_run(
+    args: argparse.Namespace, stream: Path, total: int, workers: int
+) -> dict[str, float]:
+    cfg = _config(args, "ingest", partitions=workers)
+    asyncio.run(ensure_topics(BOOTSTRAP, all_topics(cfg.topic_prefix), workers))
     _produce(cfg, stream, None)
-    graph, features = build_stores(cfg)
-    worker = make_app(cfg, graph, features)
     probe = host_probe()
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_work, args=(cfg.model_dump_json(), stop)) for _ in range(workers)]
+    topics = set(source_topics(cfg.topic_prefix).values())
 
     async def run() -> dict[str, float]:
-        task = asyncio.create_task(worker.run())
-        first, first_n = None, 0
-        while worker.processed < total:
-            if first is None and worker.processed > 0:
-                first, first_n = time.perf_counter(), worker.processed
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        end = time.perf_counter()
-        worker.stop()
-        await task
-        # The clock starts at the first commit, so the records of that batch are not counted:
-        # counting them (before session 10) overstated the rate by total / (total - batch),
-        # 4 % at batch 2,000 and 10 % at 5,000 on the default stream.
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            for p in procs:
+                p.start()
+            pids = [p.pid for p in procs if p.pid is not None]
+            first, first_n, before = None, 0, _cpu(pids)
+            while (done := await _committed(admin, cfg.group, topics)) < total:
+                if first is None and done > 0:
+                    # CPU from the first commit on, like the rate: not the workers' start-up.
+                    first, first_n, before = time.perf_counter(), done, _cpu(pids)
+                if not all(p.is_alive() for p in procs):
+                    raise RuntimeError("a stream worker died; see its output above")
+                await asyncio.sleep(0.02)
+            end, after = time.perf_counter(), _cpu(pids)
+        finally:
+            stop.set()
+            await admin.close()
         secs = end - (first or end)
         if first_n >= total or secs <= 0:
             raise SystemExit("the stream fits in one worker batch: use a smaller --batch")
-        return {
+        # The clock starts at the group's first commit, so that batch's records are not
+        # counted: counting them (before session 10) overstated the rate by total / (total -
+        # batch), 4 % at batch 2,000 and 10 % at 5,000 on the default stream.
+        out = {
+            "workers": workers,
             "events": total,
             "timed_events": total - first_n,
             "seconds": secs,
             "events_per_s": (total - first_n) / secs,
         }
-
-    try:
-        before = _cpu()
-        out = asyncio.run(run())
-        after = _cpu()
-        # CPU per event of each process over the drain: a slow run with the same CPU per
+        # CPU per event of each process over the timed part: a slow run with the same CPU per
         # event was starved (host, neighbours); one with more did more work (GC, checkpoints).
         for name, t0 in before.items():
             t1 = after[name]
             if t0 is not None and t1 is not None:
-                out[f"{name}_cpu_us_per_event"] = (t1 - t0) / total * 1e6
+                out[f"{name}_cpu_us_per_event"] = (t1 - t0) / (total - first_n) * 1e6
         out["host_probe_ms"] = probe
         return out
+
+    try:
+        return asyncio.run(run())
     finally:
-        _done_with(args, cfg, graph)
-        graph.close()
-        features.close()
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+        _done_with(args, cfg)
         _drop_topics(cfg)
 
 
@@ -231,11 +282,18 @@ def lag_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, Any
     try:
         lags = asyncio.run(run())
     finally:
-        _done_with(args, cfg, graph)
+        _done_with(args, cfg)
         graph.close()
         features.close()
         _drop_topics(cfg)
     return {"rate": args.rate, **percentiles(lags)}
+
+
+def _workers(text: str) -> list[int]:
+    counts = [int(x) for x in text.split(",")]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("worker counts are integers >= 1, e.g. 1,2")
+    return counts
 
 
 def main() -> None:
@@ -245,6 +303,13 @@ def main() -> None:
     ap.add_argument("--features", choices=["memory", "redis"], default="memory")
     ap.add_argument(
         "--batch", type=int, default=StreamConfig().batch_max, help="worker batch (records)"
+    )
+    ap.add_argument(
+        "--workers",
+        type=_workers,
+        default=[1, 2],
+        help="ingest: worker processes (= partitions), a comma-separated list measured in "
+        "turn (default: 1,2)",
     )
     ap.add_argument("--rate", type=float, default=500.0, help="lag runs: produce rate, ev/s")
     ap.add_argument("--lag-accounts", type=int, default=300, help="lag runs: stream size")
@@ -259,41 +324,53 @@ def main() -> None:
     stream = _stream(args.accounts, args.days)
     total = sum(1 for _ in FileEventSource(stream))
     try:
-        ingest = [ingest_run(args, stream, total) for _ in range(args.runs)]
+        ingest = [
+            ingest_run(args, stream, total, w)
+            for _ in tqdm(range(args.runs), desc="ingest runs", unit="run")
+            for w in args.workers
+        ]
         lag_stream = _stream(args.lag_accounts, args.days)
         lag_total = sum(1 for _ in FileEventSource(lag_stream))
-        lag = [lag_run(args, lag_stream, lag_total) for _ in range(args.runs)]
+        lag = [
+            lag_run(args, lag_stream, lag_total)
+            for _ in tqdm(range(args.runs), desc="lag runs", unit="run")
+        ]
     finally:
         _delete_left(_config(args, "cleanup"))
-    med_eps = statistics.median(r["events_per_s"] for r in ingest)
+    med_eps = {
+        w: statistics.median(r["events_per_s"] for r in ingest if r["workers"] == w)
+        for w in args.workers
+    }
     med_lag = {k: statistics.median(r[k] for r in lag) for k in ("p50", "p95", "p99", "max")}
 
     def us(r: dict[str, float], name: str) -> str:
         v = r.get(f"{name}_cpu_us_per_event")
         return "-" if v is None else f"{v:.0f}"
 
-    head = ("run", "ingest ev/s", "probe ms", "CPU us/ev: worker", "neo4j", "kafka")
-    rows = [(*head, "lag p50 ms", "lag p99 ms", "lag max ms")]
+    rows = [("run", "workers", "ingest ev/s", "probe ms", "CPU us/ev: workers", "neo4j", "kafka")]
     rows += [
         (
-            str(i),
+            str(i // len(args.workers)),
+            str(a["workers"]),
             f"{a['events_per_s']:.0f}",
             f"{a['host_probe_ms']:.0f}",
             us(a, "worker"),
             us(a, "neo4j"),
             us(a, "kafka"),
-            f"{b['p50']:.1f}",
-            f"{b['p99']:.1f}",
-            f"{b['max']:.1f}",
         )
-        for i, (a, b) in enumerate(zip(ingest, lag, strict=True))
+        for i, a in enumerate(ingest)
     ]
-    medians = (f"{med_lag['p50']:.1f}", f"{med_lag['p99']:.1f}", "")
-    rows.append(("median", f"{med_eps:.0f}", "", "", "", "", *medians))
+    rows += [("median", str(w), f"{eps:.0f}", "", "", "", "") for w, eps in med_eps.items()]
     print(table(rows))
+    lag_rows = [("run", "lag p50 ms", "lag p95 ms", "lag p99 ms", "lag max ms")]
+    lag_rows += [
+        (str(i), *(f"{b[k]:.1f}" for k in ("p50", "p95", "p99", "max"))) for i, b in enumerate(lag)
+    ]
+    lag_rows.append(("median", *(f"{med_lag[k]:.1f}" for k in ("p50", "p95", "p99", "max"))))
+    print(table(lag_rows))
     print(
-        f"ingest: {total} records; lag: {lag_total} records produced at {args.rate:.0f} ev/s; "
-        f"features={args.features}"
+        f"ingest: {total} records; lag: {lag_total} records produced at {args.rate:.0f} ev/s "
+        f"by one worker; features={args.features}"
     )
     write(
         args.out,
@@ -303,10 +380,11 @@ def main() -> None:
             "lag_rate": args.rate,
             "features": args.features,
             "batch_max": args.batch,
+            "workers": args.workers,
             "delete_between_runs": args.delete_between_runs,
             "ingest_runs": ingest,
             "lag_runs": lag,
-            "median_ingest_events_per_s": med_eps,
+            "median_ingest_events_per_s": {str(w): v for w, v in med_eps.items()},
             "median_lag_ms": med_lag,
             "targets": {"ingest_events_per_s": 5000, "lag_p99_ms": 250},
             "machine": machine(),
