@@ -310,7 +310,8 @@ class _Aligner(ConsumerRebalanceListener):
             self.buf.pop(tp, None)  # the next owner re-reads them from the committed offset
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        pass
+        parts = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
+        log.info("partitions assigned partitions=%s", ",".join(parts))
 
 
 class StreamWorker:

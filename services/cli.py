@@ -162,13 +162,22 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _at_least_one(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from feature_stream.kafka_io import KafkaEventSink, produce_stream
+    from feature_stream.kafka_io import KafkaEventSink, all_topics, produce_stream
     from feature_stream.stream_app import StreamConfig
 
     bootstrap = StreamConfig(topic_prefix=args.topic_prefix).kafka_bootstrap
     sink = KafkaEventSink(bootstrap, prefix=args.topic_prefix)
     try:
+        if args.partitions is not None:
+            sink.ensure_topics(all_topics(args.topic_prefix), args.partitions)
         rate = None if args.max else args.rate
         sent = produce_stream(Path(args.stream), sink, rate=rate, progress=not args.quiet)
     finally:
@@ -189,6 +198,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
             "namespace": args.namespace,
             "group_instance_id": args.instance_id,
             "metrics_port": args.metrics_port,
+            "partitions": args.partitions,
         }.items()
         if v is not None
     }
@@ -351,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--rate", type=float, default=1000.0, help="events per second (1000)")
     rate.add_argument("--max", action="store_true", help="as fast as the broker takes them")
     pr.add_argument("--topic-prefix", default="", help="prefix of every topic name")
+    pr.add_argument(
+        "--partitions",
+        type=_at_least_one,
+        default=None,
+        help="create the topics that do not exist yet with N partitions (one stream worker "
+        "per partition); default: the broker's",
+    )
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_produce)
 
@@ -364,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--features", choices=["redis", "memory"], default=None, help="features")
     st.add_argument("--namespace", default=None, help="Neo4j namespace / Redis prefix rg:<ns>:")
     st.add_argument("--instance-id", default=None, help="static group membership id")
+    st.add_argument(
+        "--partitions",
+        type=_at_least_one,
+        default=None,
+        help="partitions of the topics this worker creates (RISKGRAPH_PARTITIONS, 1); run one "
+        "worker per partition, each with its own --instance-id",
+    )
     st.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics")
     st.set_defaults(func=_cmd_stream)
 

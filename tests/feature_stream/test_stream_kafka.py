@@ -8,8 +8,10 @@ Redis key prefix. The outage test stops and restarts Neo4j through ``deploy/serv
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from feature_stream.changelog import ChangelogFollower
 from feature_stream.event_io import FileEventSource, InMemoryEventSink
@@ -39,6 +42,7 @@ from feature_stream.kafka_io import (
     KafkaEventSink,
     KafkaEventSource,
     produce_stream,
+    source_topics,
 )
 from feature_stream.stream_app import StreamConfig, make_app
 from tests.services_up import caught_up, require
@@ -167,7 +171,14 @@ def _wait_caught_up(group: str, prefix: str, timeout_s: float) -> None:
 class WorkerProcess:
     """``riskgraph stream`` in a subprocess (Neo4j + Redis), its output in a log file."""
 
-    def __init__(self, prefix: str, namespace: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        namespace: str,
+        log_path: Path,
+        instance: str = "worker-1",
+        partitions: int = 1,
+    ) -> None:
         self.log_path = log_path
         env = os.environ | {
             "RISKGRAPH_KAFKA_BOOTSTRAP": BOOTSTRAP,
@@ -178,7 +189,8 @@ class WorkerProcess:
         }
         cmd = [sys.executable, "-m", "services.cli", "stream", "--topic-prefix", prefix]
         cmd += ["--graph", "neo4j", "--features", "redis", "--namespace", namespace]
-        cmd += ["--instance-id", "worker-1"]  # static membership: a restart rejoins at once
+        cmd += ["--instance-id", instance]  # static membership: a restart rejoins at once
+        cmd += ["--partitions", str(partitions)]
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=self._log)
         self._wait_for("stream worker started", 60)
@@ -192,6 +204,11 @@ class WorkerProcess:
             assert self.proc.poll() is None, f"worker exited early:\n{self.log()[-3000:]}"
             assert time.monotonic() < deadline, f"no {text!r} in worker log:\n{self.log()[-3000:]}"
             time.sleep(0.1)
+
+    def assigned(self) -> set[int]:
+        """Partitions of the latest assignment the worker logged."""
+        lines = [ln for ln in self.log().splitlines() if "partitions assigned" in ln]
+        return {int(p) for p in re.findall(r"\[(\d+)\]", lines[-1])} if lines else set()
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -299,6 +316,61 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
     dead = _dead_letters(prefix)
     assert set(Counter(_dead_signature(d) for d in dead)) == set(reference.dead)
     assert len({(d["topic"], d["offset"]) for d in dead}) == reference.dead_total
+
+
+def _partition_counts(topics: list[str]) -> dict[str, int]:
+    async def run() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(topics)}
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def test_produce_creates_missing_topics_with_the_partitions_asked(reference: Reference) -> None:
+    prefix = _unique("produce") + "-"
+    cmd = [sys.executable, "-m", "services.cli", "produce", "--stream", str(reference.directory)]
+    cmd += ["--max", "--quiet", "--topic-prefix", prefix, "--partitions", "3"]
+    env = os.environ | {"RISKGRAPH_KAFKA_BOOTSTRAP": BOOTSTRAP}
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout)["sent"] == reference.records
+    topics = list(source_topics(prefix).values())
+    assert _partition_counts(topics) == {t: 3 for t in topics}
+
+
+def test_two_workers_split_the_partitions_and_write_every_event_once(
+    reference: Reference, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """The scale-out path: one `riskgraph stream` process per partition of topics keyed by
+    account, writing one namespace side by side (their transactions may deadlock on the nodes
+    they share; the driver retries those)."""
+    prefix, namespace = _unique("scale") + "-", _unique("scale")
+    group = f"{prefix}riskgraph-stream"
+    for i in (1, 2):
+        log = tmp_path / f"worker{i}.log"
+        workers.append(WorkerProcess(prefix, namespace, log, f"worker-{i}", partitions=2))
+    deadline = time.monotonic() + 60
+    while not (workers[0].assigned() and workers[1].assigned()):
+        assert time.monotonic() < deadline, workers[1].log()[-3000:]
+        time.sleep(0.2)
+    assert workers[0].assigned().isdisjoint(workers[1].assigned())
+    topics = list(source_topics(prefix).values())
+    assert _partition_counts(topics) == {t: 2 for t in topics}
+    _produce(reference, prefix)
+    _wait_caught_up(group, prefix, 120)
+    assert [w.terminate() for w in workers] == [0, 0]
+    batches = [re.findall(r"stopped group=\S+ batches=(\d+)", w.log()) for w in workers]
+    assert all(b and int(b[-1]) > 0 for b in batches), batches  # each wrote its share
+    graph, features = _stores(namespace)
+    try:
+        assert graph.stats() == reference.graph.stats()
+        _assert_same_features(features, reference)
+    finally:
+        _drop(graph, features)
 
 
 def test_neo4j_outage_backs_off_then_catches_up(
