@@ -40,7 +40,11 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    GroupCoordinatorNotAvailableError,
+    NotCoordinatorForGroupError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from feature_stream.event_io import EventSink, EventSource, FileEventSource, RawRecord
@@ -394,6 +398,20 @@ class KafkaEventSource(EventSource):
             loop.run_until_complete(consumer.stop())
             self._consumer = None
         loop.close()
+
+
+async def committed_offsets(
+    admin: AIOKafkaAdminClient, group: str, topics: Iterable[str]
+) -> dict[TopicPartition, int]:
+    """Offsets consumer ``group`` has committed on ``topics``, by partition (a partition it has
+    never committed is absent). Empty while the broker has no group coordinator: a fresh broker
+    creates its offsets topic on first use, so nothing can have been committed yet."""
+    wanted = set(topics)
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError):
+        return {}
+    return {tp: o.offset for tp, o in offsets.items() if tp.topic in wanted and o.offset >= 0}
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:

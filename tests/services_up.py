@@ -12,9 +12,8 @@ import os
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError
 
-from feature_stream.kafka_io import source_topics
+from feature_stream.kafka_io import committed_offsets, source_topics, topic_partitions
 
 BOOTSTRAP = os.environ.get("RISKGRAPH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 NEO4J_URI = os.environ.get("RISKGRAPH_NEO4J_URI", "bolt://127.0.0.1:7687")
@@ -68,24 +67,18 @@ def require(*services: str) -> None:
 
 
 async def caught_up(group: str, prefix: str) -> bool:
-    """Has the stream workers' consumer ``group`` committed every source partition of
-    ``prefix`` up to its end offset?"""
+    """Has the stream workers' consumer ``group`` committed every partition of every source
+    topic of ``prefix`` up to its end offset?"""
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     await consumer.start()
     try:
-        try:
-            committed = await admin.list_consumer_group_offsets(group)
-        except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError):
-            # A fresh broker creates its offsets topic on first use: until then there is no
-            # coordinator, so nothing can have been committed yet. Callers poll with a deadline.
-            return False
-        parts = [TopicPartition(t, 0) for t in source_topics(prefix).values()]
+        topics = list(source_topics(prefix).values())
+        committed = await committed_offsets(admin, group, topics)
+        parts = [TopicPartition(t, n) for t in topics for n in await topic_partitions(consumer, t)]
         ends = await consumer.end_offsets(parts)
-        return all(
-            tp in committed and committed[tp].offset >= ends[tp] for tp in parts if ends[tp] > 0
-        )
+        return all(committed.get(tp, 0) >= ends[tp] for tp in parts)
     finally:
         await consumer.stop()
         await admin.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer
 
 from feature_stream.changelog import ChangelogFollower
 from feature_stream.event_io import FileEventSource, InMemoryEventSink
@@ -43,6 +43,7 @@ from feature_stream.kafka_io import (
     KafkaEventSource,
     produce_stream,
     source_topics,
+    topic_partitions,
 )
 from feature_stream.stream_app import StreamConfig, make_app
 from tests.services_up import caught_up, require
@@ -320,12 +321,12 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
 
 def _partition_counts(topics: list[str]) -> dict[str, int]:
     async def run() -> dict[str, int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-        await admin.start()
+        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
+        await consumer.start()
         try:
-            return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(topics)}
+            return {t: len(await topic_partitions(consumer, t)) for t in topics}
         finally:
-            await admin.close()
+            await consumer.stop()
 
     return asyncio.run(run())
 
@@ -353,11 +354,14 @@ def test_two_workers_split_the_partitions_and_write_every_event_once(
     for i in (1, 2):
         log = tmp_path / f"worker{i}.log"
         workers.append(WorkerProcess(prefix, namespace, log, f"worker-{i}", partitions=2))
+    # Until the second worker's join has moved a partition, the first may still hold both.
     deadline = time.monotonic() + 60
-    while not (workers[0].assigned() and workers[1].assigned()):
-        assert time.monotonic() < deadline, workers[1].log()[-3000:]
+    while True:
+        first, second = workers[0].assigned(), workers[1].assigned()
+        if first and second and first.isdisjoint(second) and first | second == {0, 1}:
+            break
+        assert time.monotonic() < deadline, (first, second, workers[1].log()[-3000:])
         time.sleep(0.2)
-    assert workers[0].assigned().isdisjoint(workers[1].assigned())
     topics = list(source_topics(prefix).values())
     assert _partition_counts(topics) == {t: 2 for t in topics}
     _produce(reference, prefix)
