@@ -39,6 +39,7 @@ from feature_stream.event_io import FileEventSource
 from feature_stream.kafka_io import (
     KafkaEventSink,
     all_topics,
+    committed_offsets,
     ensure_topics,
     produce_stream,
     source_topics,
@@ -153,12 +154,6 @@ def _work(cfg_json: str, stop: Any) -> None:
         features.close()
 
 
-async def _committed(admin: AIOKafkaAdminClient, group: str, topics: set[str]) -> int:
-    """Records the group has committed on ``topics`` (offsets start at 0)."""
-    offsets = await admin.list_consumer_group_offsets(group)
-    return sum(max(o.offset, 0) for tp, o in offsets.items() if tp.topic in topics)
-
-
 def _cpu(pids: list[int]) -> dict[str, float | None]:
     """CPU seconds so far of the workers and of the Neo4j and Kafka servers."""
     workers = [pid_cpu_s(p) for p in pids]
@@ -167,6 +162,9 @@ def _cpu(pids: list[int]) -> dict[str, float | None]:
         "neo4j": service_cpu_s("neo4j"),
         "kafka": service_cpu_s("kafka"),
     }
+
+
+_INGEST_LIMIT_S = 600.0  # a run that takes longer has stalled
 
 
 def ingest_run(
@@ -189,12 +187,19 @@ def ingest_run(
                 p.start()
             pids = [p.pid for p in procs if p.pid is not None]
             first, first_n, before = None, 0, _cpu(pids)
-            while (done := await _committed(admin, cfg.group, topics)) < total:
+            deadline = time.perf_counter() + _INGEST_LIMIT_S
+            while (
+                done := sum((await committed_offsets(admin, cfg.group, topics)).values())
+            ) < total:
                 if first is None and done > 0:
                     # CPU from the first commit on, like the rate: not the workers' start-up.
                     first, first_n, before = time.perf_counter(), done, _cpu(pids)
                 if not all(p.is_alive() for p in procs):
                     raise RuntimeError("a stream worker died; see its output above")
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(
+                        f"ingest not done in {_INGEST_LIMIT_S:.0f} s: {done}/{total}"
+                    )
                 await asyncio.sleep(0.02)
             end, after = time.perf_counter(), _cpu(pids)
         finally:
@@ -226,9 +231,12 @@ def ingest_run(
         return asyncio.run(run())
     finally:
         for p in procs:
+            if p.pid is None:
+                continue  # never started
             p.join(timeout=60)
             if p.is_alive():
                 p.kill()
+                p.join()
         _done_with(args, cfg)
         _drop_topics(cfg)
 
@@ -291,7 +299,7 @@ def lag_run(args: argparse.Namespace, stream: Path, total: int) -> dict[str, Any
 
 def _workers(text: str) -> list[int]:
     counts = [int(x) for x in text.split(",")]
-    if not counts or min(counts) < 1:
+    if min(counts) < 1:
         raise argparse.ArgumentTypeError("worker counts are integers >= 1, e.g. 1,2")
     return counts
 
