@@ -44,7 +44,7 @@ from feature_stream.kafka_io import (
     produce_stream,
     source_topics,
 )
-from feature_stream.stream_app import StreamConfig, build_stores, make_app
+from feature_stream.stream_app import StreamConfig, build_stores, make_app, run_worker
 
 BOOTSTRAP = os.environ.get("RISKGRAPH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
@@ -134,26 +134,6 @@ def _produce(cfg: StreamConfig, stream: Path, rate: float | None) -> None:
         sink.close()
 
 
-def _work(cfg_json: str, stop: Any) -> None:
-    """One stream worker in a process of its own, as deployed, until ``stop``."""
-    cfg = StreamConfig.model_validate_json(cfg_json)
-    graph, features = build_stores(cfg)
-    worker = make_app(cfg, graph, features)
-
-    async def run() -> None:
-        task = asyncio.create_task(worker.run())
-        while not stop.is_set() and not task.done():
-            await asyncio.sleep(0.05)
-        worker.stop()
-        await task
-
-    try:
-        asyncio.run(run())
-    finally:
-        graph.close()
-        features.close()
-
-
 def _cpu(pids: list[int]) -> dict[str, float | None]:
     """CPU seconds so far of the workers and of the Neo4j and Kafka servers."""
     workers = [pid_cpu_s(p) for p in pids]
@@ -174,9 +154,10 @@ def ingest_run(
     asyncio.run(ensure_topics(BOOTSTRAP, all_topics(cfg.topic_prefix), workers))
     _produce(cfg, stream, None)
     probe = host_probe()
-    ctx = mp.get_context("spawn")
-    stop = ctx.Event()
-    procs = [ctx.Process(target=_work, args=(cfg.model_dump_json(), stop)) for _ in range(workers)]
+    # Each worker is `riskgraph stream` in a process of its own; SIGTERM stops it as deployed.
+    procs = [
+        mp.get_context("spawn").Process(target=run_worker, args=(cfg,)) for _ in range(workers)
+    ]
     topics = set(source_topics(cfg.topic_prefix).values())
 
     async def run() -> dict[str, float]:
@@ -203,7 +184,9 @@ def ingest_run(
                 await asyncio.sleep(0.02)
             end, after = time.perf_counter(), _cpu(pids)
         finally:
-            stop.set()
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
             await admin.close()
         secs = end - (first or end)
         if first_n >= total or secs <= 0:
