@@ -43,7 +43,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from neo4j import Driver, GraphDatabase, ManagedTransaction, Record
+from neo4j import Driver, GraphDatabase, Record, Transaction
 
 from feature_stream import graph_neo4j_cypher as cy
 from feature_stream.events import DeviceEvent, LabelEvent, Payment, SocialEvent
@@ -68,6 +68,7 @@ from feature_stream.graph_store import (
     Subgraph,
     TxnRecord,
 )
+from feature_stream.neo4j_retry import WRITE_RETRY
 
 AnyEvent = Payment | DeviceEvent | SocialEvent | LabelEvent
 NodeKey = tuple[int, str]
@@ -183,11 +184,12 @@ class Neo4jGraphStore(GraphStore):
     def add_many(self, events: Sequence[AnyEvent]) -> None:
         """Write events in order, in transactions of up to ``batch_size`` events.
 
-        Each transaction commits whole or not at all (the driver retries transient failures
-        such as deadlocks); if this raises, the transactions before the failing one are
-        committed and re-sending all ``events`` is safe (writes are idempotent). The whole list
-        is type-checked first (``TypeError``, nothing written). With a retention window, the
-        stream is cut where the in-memory store would sweep, so both evict the same edges.
+        Each transaction commits whole or not at all (transient failures such as deadlocks
+        are retried, see :mod:`feature_stream.neo4j_retry`); if this raises, the transactions
+        before the failing one are committed and re-sending all ``events`` is safe (writes are
+        idempotent). The whole list is type-checked first (``TypeError``, nothing written).
+        With a retention window, the stream is cut where the in-memory store would sweep, so
+        both evict the same edges.
         """
         for e in events:
             if not isinstance(e, Payment | DeviceEvent | SocialEvent | LabelEvent):
@@ -222,14 +224,14 @@ class Neo4jGraphStore(GraphStore):
         with self._driver.session(database=self.database) as s:
             # The seq block is reserved in its own short transaction, so concurrent writers of
             # one namespace hold the counter's lock for a moment, not for a whole batch.
-            base = s.execute_write(self._reserve, need)
-            s.execute_write(self._write, batch, base)
+            base = WRITE_RETRY.run(s, self._reserve, need)
+            WRITE_RETRY.run(s, self._write, batch, base)
 
-    def _reserve(self, tx: ManagedTransaction, n: int) -> int:
+    def _reserve(self, tx: Transaction, n: int) -> int:
         rec = tx.run(cy.Q_SEQ, ns=self.namespace, n=n).single()
         return int(rec["base"]) if rec else 0
 
-    def _write(self, tx: ManagedTransaction, batch: list[AnyEvent], seq: int) -> None:
+    def _write(self, tx: Transaction, batch: list[AnyEvent], seq: int) -> None:
         ns = self.namespace
         # Rows follow cy.PAYMENT_ROW, LOGIN_ROW, SOCIAL_ROW and LABEL_ROW field for field.
         pays: list[list[Any]] = []
@@ -330,15 +332,13 @@ class Neo4jGraphStore(GraphStore):
         with self._driver.session(database=self.database) as s:
             for query in (cy.Q_EVICT_TXNS, *cy.Q_EVICT_EDGES.values()):
                 while True:
-                    n, e = s.execute_write(self._evict_step, query, ts, batch)
+                    n, e = WRITE_RETRY.run(s, self._evict_step, query, ts, batch)
                     ends += e
                     if n < batch:
                         break
         return ends // 2
 
-    def _evict_step(
-        self, tx: ManagedTransaction, query: str, ts: float, batch: int
-    ) -> tuple[int, int]:
+    def _evict_step(self, tx: Transaction, query: str, ts: float, batch: int) -> tuple[int, int]:
         rec = tx.run(query, ns=self.namespace, c=ts, batch=batch).single()
         if rec is None or not rec["n"]:
             return 0, 0
