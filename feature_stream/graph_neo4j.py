@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from neo4j import Driver, GraphDatabase, Record, Transaction
+from neo4j.exceptions import ClientError
 
 from feature_stream import graph_neo4j_cypher as cy
 from feature_stream.events import DeviceEvent, LabelEvent, Payment, SocialEvent
@@ -77,14 +78,34 @@ _SEQ_PER = {Payment: 5, DeviceEvent: 2, SocialEvent: 1, LabelEvent: 0}
 
 
 def _apply_schema(driver: Driver, database: str) -> None:
-    """Create the constraints and indexes that are missing (one round trip when none is)."""
+    """Create the constraints and indexes that are missing (one round trip when none is).
+
+    Workers that start together on a fresh database create them at the same moment: two
+    ``CREATE … IF NOT EXISTS`` can deadlock on the label's schema lock (each statement is its
+    own retried write transaction), and the later of two can fail because the other has just
+    created the same rule (which is what it was for)."""
     with driver.session(database=database) as s:
         have = {r["name"] for r in s.run("SHOW INDEXES YIELD name, state WHERE state = 'ONLINE'")}
         todo = [stmt for name, stmt in cy.schema() if name not in have]
         for stmt in todo:
-            s.run(stmt).consume()
+            try:
+                WRITE_RETRY.run(s, _run_statement, stmt)
+            except ClientError as exc:
+                if exc.code not in _CREATED_MEANWHILE:
+                    raise
         if todo:
             s.run("CALL db.awaitIndexes(300)").consume()
+
+
+_CREATED_MEANWHILE = {
+    "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",
+    "Neo.ClientError.Schema.ConstraintAlreadyExists",
+    "Neo.ClientError.Schema.IndexAlreadyExists",
+}
+
+
+def _run_statement(tx: Transaction, stmt: str) -> None:
+    tx.run(stmt).consume()
 
 
 def delete_namespace(driver: Driver, namespace: str, database: str = "neo4j") -> int:

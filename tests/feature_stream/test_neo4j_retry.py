@@ -15,6 +15,7 @@ import pytest
 from neo4j import Driver, Transaction
 from neo4j.exceptions import ClientError
 
+from feature_stream import graph_neo4j_cypher as cy
 from feature_stream.graph_neo4j import Neo4jGraphStore, delete_namespace
 from feature_stream.neo4j_retry import RetryPolicy
 from tests.feature_stream.test_graph_neo4j import URI, neo4j_driver  # noqa: F401 (fixture)
@@ -53,7 +54,7 @@ def test_two_writers_that_deadlock_both_commit(
         try:
             with neo4j_driver.session() as s:
                 RetryPolicy(first_delay_s=0.01).run(s, work, me, first, second)
-        except BaseException as exc:  # noqa: BLE001 (reported by the asserts below)
+        except BaseException as exc:
             errors.append(exc)
 
     caplog.set_level(logging.WARNING, logger="riskgraph.neo4j")
@@ -99,3 +100,45 @@ def test_delays_must_be_positive_and_ordered() -> None:
         RetryPolicy(first_delay_s=0.0)
     with pytest.raises(ValueError, match="first_delay_s"):
         RetryPolicy(first_delay_s=2.0, max_delay_s=1.0)
+
+
+def _drop_schema(driver: Driver) -> None:
+    names = {name for name, _ in cy.schema()}
+    constraints = {r["name"] for r in driver.execute_query("SHOW CONSTRAINTS YIELD name").records}
+    for name in sorted(names & constraints):
+        driver.execute_query(f"DROP CONSTRAINT {name} IF EXISTS")
+    for name in sorted(names - constraints):
+        driver.execute_query(f"DROP INDEX {name} IF EXISTS")
+
+
+def test_workers_that_start_together_on_a_fresh_database_all_start(
+    neo4j_driver: Driver,  # noqa: F811
+) -> None:
+    # Stream workers started at once each create the missing schema; concurrent CREATE
+    # CONSTRAINT statements can deadlock on a label's schema lock (a bench run lost a worker
+    # to this). Here four stores start together on a database without the schema.
+    _drop_schema(neo4j_driver)
+    barrier = threading.Barrier(4, timeout=20)
+    errors: list[BaseException] = []
+    names = [f"test-{uuid.uuid4().hex[:12]}" for _ in range(4)]
+
+    def start(ns: str) -> None:
+        try:
+            barrier.wait()
+            Neo4jGraphStore(URI, namespace=ns).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(ns,)) for ns in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    online = {
+        r["name"]
+        for r in neo4j_driver.execute_query(
+            "SHOW INDEXES YIELD name, state WHERE state = 'ONLINE'"
+        ).records
+    }
+    assert {name for name, _ in cy.schema()} <= online
