@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from feature_stream.events import DeviceEvent, LabelEvent, Payment, SocialEvent
 from feature_stream.graph_schema import (
@@ -124,6 +125,44 @@ class InMemoryGraphStore(GraphStore):
         self._half_edges = 0  # stored adjacency entries; an edge has one at each end
         self._now = -math.inf
         self._next_sweep = -math.inf
+
+    # -- pickling -------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Nodes as flat rows with neighbours by index: pickling the linked nodes as they are
+        recurses once per hop and overflows the stack on a real graph (the inference process
+        of :mod:`gnn.engine_process` starts from a pickled store)."""
+        index: dict[int, int] = {}
+        nodes: list[_Node] = []
+        for node in self._adj.values():
+            index[id(node)] = len(nodes)
+            nodes.append(node)
+        rows = []
+        i = 0
+        while i < len(nodes):  # nodes reached only as neighbours (evicted ones) come last
+            node = nodes[i]
+            nbrs = []
+            for nbr in node.nbrs:
+                j = index.get(id(nbr))
+                if j is None:
+                    j = index[id(nbr)] = len(nodes)
+                    nodes.append(nbr)
+                nbrs.append(j)
+            rows.append((node.type, node.id, node.times, node.rels, nbrs, node.rec))
+            i += 1
+        state = dict(self.__dict__)
+        state["_adj"] = len(self._adj)  # the first that many rows, in the dict's order
+        state["_nodes"] = rows
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        rows = state.pop("_nodes")
+        in_adj = state.pop("_adj")
+        nodes = [_Node((t, nid)) for t, nid, *_ in rows]
+        for node, (_, _, times, rels, nbrs, rec) in zip(nodes, rows, strict=True):
+            node.times, node.rels, node.rec = times, rels, rec
+            node.nbrs = [nodes[j] for j in nbrs]
+        self.__dict__.update(state)
+        self._adj = {(n.type, n.id): n for n in nodes[:in_adj]}
 
     # -- writes ---------------------------------------------------------------------------------
     def _node(self, key: NodeKey) -> _Node:
