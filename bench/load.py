@@ -91,6 +91,7 @@ def start_server(args: argparse.Namespace) -> tuple[Any, Any, list[dict[str, Any
         queue_capacity=args.queue,
         torch_threads=args.threads,
         device=args.device,
+        inference_process=args.inference_process,
     )
     return ApiThread(create_app(container)), container, payments, desc
 
@@ -187,6 +188,11 @@ def main() -> None:
     ap.add_argument("--queue", type=int, default=256, help="server: queue capacity")
     ap.add_argument("--threads", type=int, default=1, help="server: torch intra-op threads")
     ap.add_argument("--device", default="auto", help="server: auto, cpu or cuda")
+    ap.add_argument(
+        "--inference-process",
+        action="store_true",
+        help="server: the GNN engine in a process of its own (RISKGRAPH_INFERENCE_PROCESS)",
+    )
     ap.add_argument("--warmup-s", type=float, default=5.0, help="seconds at 50/s, not recorded")
     ap.add_argument("--out", help="write JSON here (and a PNG plot next to it)")
     args = ap.parse_args()
@@ -206,6 +212,7 @@ def main() -> None:
             "batch_max_wait_ms": args.tau_ms,
             "queue_capacity": args.queue,
             "torch_threads": args.threads,
+            "inference_process": args.inference_process,
             "default_deadline_ms": container.settings.default_deadline_ms,
             "request_deadline_ms": args.deadline_ms,
         },

@@ -18,6 +18,7 @@ from feature_stream.graph_store import GraphStore
 from feature_stream.ingest import Ingestor
 from gnn.artifact import ModelBundle, load_artifact
 from gnn.engine import ScoringEngine
+from gnn.engine_process import EngineProcess, MirroredIngestor
 from services.audit import AuditSink, FileAuditSink, head_path
 from services.auth import ApiKeyRegistry, Authenticator, dev_client_entry
 from services.cases.review import ReviewService
@@ -51,6 +52,7 @@ class Container:
     scoring: ScoringService
     auth: Authenticator
     review: ReviewService
+    inference: EngineProcess | None = None  # RISKGRAPH_INFERENCE_PROCESS
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         """Add the stores' own metrics (the service-mode window's sample counts) to the API's
@@ -69,6 +71,8 @@ class Container:
 
     def close(self) -> None:
         self.scoring.close()  # answer what is queued before closing what it writes to
+        if self.inference is not None:
+            self.inference.close()
         self.review.index.save(index_dir(self.settings))
         self.review.close()
         self.audit.close()
@@ -108,7 +112,7 @@ def build_container(
     )
     if graph is None or features is None:
         graph, features = build_stores(settings, graph, features, undelivered=dead_letters)
-    ingestor = Ingestor(graph, features, dead_letters)
+    ingestor = MirroredIngestor(graph, features, dead_letters)
     if settings.history_dir is not None and graph.stats()["edges"] == 0:
         from feature_stream.event_io import FileEventSource
 
@@ -125,6 +129,18 @@ def build_container(
         reduced_fanouts=settings.reduced_fanouts,
         cache_size=settings.embedding_cache_size,
     )
+    inference = None
+    if settings.inference_process and settings.mode == "embedded":
+        inference = EngineProcess(
+            bundle,
+            graph,
+            features,
+            device=resolve_device(settings.device),
+            reduced_fanouts=settings.reduced_fanouts,
+            cache_size=settings.embedding_cache_size,
+            torch_threads=settings.torch_threads,
+        )
+        ingestor.mirror = inference  # from now on every applied event reaches the child too
     scoring = ScoringService(
         engine,
         ingestor,
@@ -141,6 +157,7 @@ def build_container(
         rungs=settings.ladder,
         shed_on_deadline=settings.shed_on_deadline,
         gate_ttl_s=settings.gate_ttl_s,
+        infer=inference.infer if inference is not None else None,
     )
     cases = cases if cases is not None else build_cases(settings)
     review = ReviewService(
@@ -167,6 +184,7 @@ def build_container(
         scoring,
         build_authenticator(settings),
         review,
+        inference,
     )
 
 

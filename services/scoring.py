@@ -106,6 +106,7 @@ class ScoreJob:
 
 
 Resolve = Callable[[int, "ScoreOutcome | Exception"], None]
+Infer = Callable[[Sequence[Payment], Rung], tuple[list[Scored], dict[str, float]]]
 
 
 class ScoringService:
@@ -122,6 +123,8 @@ class ScoringService:
             exceeds its deadline (answering it late would break the SLA anyway).
         gate_ttl_s: how long a gate answer is reused for the same caller and context
             (:class:`~services.gate_cache.GateCache`; 0: every request evaluates the gate).
+        infer: what scores a batch on a rung (default ``engine.infer``; the API passes
+            :meth:`gnn.engine_process.EngineProcess.infer` to score in another process).
     """
 
     def __init__(
@@ -141,8 +144,10 @@ class ScoringService:
         rungs: Sequence[Rung] = LADDER,
         shed_on_deadline: bool = True,
         gate_ttl_s: float = 1.0,
+        infer: Infer | None = None,
     ) -> None:
         self.engine = engine
+        self.infer: Infer = infer if infer is not None else engine.infer
         self.ingestor = ingestor
         self.policy = policy
         self.gates = GateCache(policy, ttl_s=gate_ttl_s)
@@ -289,7 +294,7 @@ class ScoringService:
             if not group:
                 continue
             t0 = time.perf_counter()
-            scored, stage_ms = self.engine.infer([jobs[i].payment for i, _ in group], rung)
+            scored, stage_ms = self.infer([jobs[i].payment for i, _ in group], rung)
             self.costs.observe(rung, len(group), (time.perf_counter() - t0) * 1e3)
             t1 = time.perf_counter()
             shadows = self._shadow_scores(scored)

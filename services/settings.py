@@ -186,6 +186,12 @@ class Settings(BaseSettings):
         description="RISKGRAPH_TORCH_THREADS; torch intra-op threads of the inference worker "
         "(0: torch's default). 1 suits a 2-core host, where the other core serves HTTP",
     )
+    inference_process: bool = Field(
+        False,
+        description="RISKGRAPH_INFERENCE_PROCESS; embedded mode: run the GNN engine in a "
+        "process of its own (gnn/engine_process.py), so HTTP and inference do not share one "
+        "interpreter lock",
+    )
 
     @model_validator(mode="before")
     @classmethod
