@@ -25,7 +25,7 @@ import logging
 import multiprocessing as mp
 import pickle
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -49,12 +49,20 @@ class EngineProcessDied(RuntimeError):
     """The inference process is gone; requests fail until the API restarts."""
 
 
-def _serve(conn: Connection, snapshot: bytes, engine_kw: dict[str, Any], threads: int) -> None:
+def _serve(
+    conn: Connection,
+    snapshot: bytes,
+    engine_kw: dict[str, Any],
+    threads: int,
+    on_loaded: Callable[[], None] | None,
+) -> None:
     """The child: rebuild the stores and the engine, then answer messages in order."""
     if threads > 0:
         torch.set_num_threads(threads)
     bundle, graph, features = pickle.loads(snapshot)
     del snapshot
+    if on_loaded is not None:
+        on_loaded()
     ingestor = Ingestor(graph, features, InMemoryEventSink())
     engine = ScoringEngine(bundle, graph, features, **engine_kw)
     conn.send(("ready", None))
@@ -76,6 +84,10 @@ def _serve(conn: Connection, snapshot: bytes, engine_kw: dict[str, Any], threads
 class EngineProcess:
     """A :class:`ScoringEngine` in a child process, fed the parent's ingested events.
 
+    ``on_loaded`` runs in the child once the snapshot is loaded, before it serves (a
+    module-level function: it is pickled by name), e.g. :func:`services.heap.settle_heap`
+    so that the collector does not scan the loaded stores while requests wait.
+
     Thread-safe: the pipe is used under one lock, and an :meth:`infer` holds it until its
     answer is back (the parent's :class:`~services.scoring.ScoringService` runs one batch at a
     time anyway).
@@ -91,6 +103,7 @@ class EngineProcess:
         reduced_fanouts: Sequence[int] = (5, 3),
         cache_size: int = 100_000,
         torch_threads: int = 1,
+        on_loaded: Callable[[], None] | None = None,
         start_timeout_s: float = 600.0,
     ) -> None:
         snapshot = pickle.dumps((bundle, graph, features), protocol=pickle.HIGHEST_PROTOCOL)
@@ -99,7 +112,7 @@ class EngineProcess:
         kw = {"device": device, "reduced_fanouts": tuple(reduced_fanouts), "cache_size": cache_size}
         self._proc = ctx.Process(
             target=_serve,
-            args=(child, snapshot, kw, torch_threads),
+            args=(child, snapshot, kw, torch_threads, on_loaded),
             name="riskgraph-inference",
             daemon=True,
         )

@@ -25,7 +25,7 @@ from services.cases.review import ReviewService
 from services.cases.similar import SimilarCaseIndex
 from services.cases.store import CaseStore
 from services.cases.store_sqlite import SqliteCaseStore
-from services.heap import freeze_heap
+from services.heap import freeze_heap, settle_heap
 from services.idempotency import IdempotencyCache
 from services.policy import PolicyEvaluator
 from services.scoring import ScoringService
@@ -139,6 +139,7 @@ def build_container(
             reduced_fanouts=settings.reduced_fanouts,
             cache_size=settings.embedding_cache_size,
             torch_threads=settings.torch_threads,
+            on_loaded=settle_heap,
         )
         ingestor.mirror = inference  # from now on every applied event reaches the child too
     scoring = ScoringService(

@@ -26,3 +26,10 @@ def freeze_heap() -> None:
     request for seconds. Call once, after loading history and before serving."""
     gc.collect()
     gc.freeze()
+
+
+def settle_heap() -> None:
+    """Both, for a process that has just loaded its stores and is about to serve (the
+    inference process of :mod:`gnn.engine_process`)."""
+    tune_collector()
+    freeze_heap()
