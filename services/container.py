@@ -121,23 +121,20 @@ def build_container(
     audit = audit if audit is not None else build_audit(settings)
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    engine = ScoringEngine(
-        bundle,
-        graph,
-        features,
-        device=resolve_device(settings.device),
-        reduced_fanouts=settings.reduced_fanouts,
-        cache_size=settings.embedding_cache_size,
-    )
+    engine_kw: dict[str, Any] = {
+        "device": resolve_device(settings.device),
+        "reduced_fanouts": settings.reduced_fanouts,
+        "cache_size": settings.embedding_cache_size,
+    }
+    engine = ScoringEngine(bundle, graph, features, **engine_kw)
     inference = None
     if settings.inference_process and settings.mode == "embedded":
+        # The same engine in a child process; this one stays for explanations.
         inference = EngineProcess(
             bundle,
             graph,
             features,
-            device=resolve_device(settings.device),
-            reduced_fanouts=settings.reduced_fanouts,
-            cache_size=settings.embedding_cache_size,
+            **engine_kw,
             torch_threads=settings.torch_threads,
             on_loaded=settle_heap,
         )
