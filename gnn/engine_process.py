@@ -99,20 +99,19 @@ class EngineProcess:
         graph: GraphStore,
         features: FeatureStore,
         *,
-        device: str = "cpu",
-        reduced_fanouts: Sequence[int] = (5, 3),
-        cache_size: int = 100_000,
         torch_threads: int = 1,
         on_loaded: Callable[[], None] | None = None,
         start_timeout_s: float = 600.0,
+        **engine_kw: Any,
     ) -> None:
+        """``engine_kw``: the child's :class:`ScoringEngine` arguments (``device``,
+        ``reduced_fanouts``, ``cache_size``)."""
         snapshot = pickle.dumps((bundle, graph, features), protocol=pickle.HIGHEST_PROTOCOL)
         ctx = mp.get_context("spawn")  # no fork of a process that holds threads and torch state
         self._conn, child = ctx.Pipe()
-        kw = {"device": device, "reduced_fanouts": tuple(reduced_fanouts), "cache_size": cache_size}
         self._proc = ctx.Process(
             target=_serve,
-            args=(child, snapshot, kw, torch_threads, on_loaded),
+            args=(child, snapshot, engine_kw, torch_threads, on_loaded),
             name="riskgraph-inference",
             daemon=True,
         )
