@@ -139,6 +139,8 @@ def build_container(
             on_loaded=settle_heap,
         )
         ingestor.mirror = inference  # from now on every applied event reaches the child too
+    elif settings.inference_process:
+        log.warning("inference_process is ignored in service mode (embedded mode only)")
     scoring = ScoringService(
         engine,
         ingestor,
