@@ -60,7 +60,6 @@ def _serve(
     if threads > 0:
         torch.set_num_threads(threads)
     bundle, graph, features = pickle.loads(snapshot)
-    del snapshot
     if on_loaded is not None:
         on_loaded()
     ingestor = Ingestor(graph, features, InMemoryEventSink())
