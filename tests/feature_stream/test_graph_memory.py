@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
@@ -11,6 +12,7 @@ from feature_stream.graph_schema import ACCOUNT, TXN
 from feature_stream.graph_store import GraphStore
 from tests.factories import link, payment, ts
 from tests.feature_stream.graph_store_contract import GraphStoreContract, canonical, node_index
+from tests.feature_stream.test_graph_neo4j import random_stream
 
 
 class TestInMemoryGraphStoreContract(GraphStoreContract):
@@ -87,3 +89,59 @@ def test_a_pickled_store_answers_as_the_original_and_a_long_chain_pickles() -> N
     # The copy goes on by itself: a new event changes it and not the original.
     copy.add(link("s-new", 3000 * 300.0 + 5, src="a2999", dst="b"))
     assert copy.stats()["edges"] == store.stats()["edges"] + 1
+
+
+def full_scan_sweep(store: InMemoryGraphStore, cut: float) -> int:
+    """The sweep as it was before the expiry heap: visit every node and every payment."""
+    dropped, empty = 0, []
+    for key, node in store._adj.items():
+        if node.times and node.times[0] < cut:
+            dropped += node.drop_before(cut)
+            if not node.times:
+                empty.append(key)
+    for key in empty:
+        del store._adj[key]
+    for tid in [tid for tid, rec in store._txns.items() if rec.ts < cut]:
+        del store._txns[tid]
+        store._labels.pop(tid, None)
+        gone = store._adj.get((TXN, tid))
+        if gone is not None:
+            gone.rec = None
+    store._half_edges -= dropped
+    return dropped // 2
+
+
+def internals(store: InMemoryGraphStore) -> tuple[object, ...]:
+    nodes = {
+        key: (n.times, n.rels, [(m.type, m.id) for m in n.nbrs], n.rec)
+        for key, n in store._adj.items()
+    }
+    return nodes, dict(store._txns), dict(store._labels), store._half_edges
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sweeping_from_the_expiry_heap_drops_what_a_full_scan_drops(seed: int) -> None:
+    # Late arrivals (an edge older than a node's oldest requeues it), hubs over the degree cap
+    # (half edges), and cuts that drop nothing, a little, or most of the graph.
+    events = random_stream(seed, n=900, span=30 * 86400.0)
+    store = InMemoryGraphStore(retention_s=math.inf, max_degree=6)
+    cuts = iter(ts(d * 86400.0) for d in (2.0, 2.0, 9.5, 10.0, 21.0, 40.0))
+    for i, event in enumerate(events, 1):
+        store.add(event)
+        if i % 150 == 0:
+            cut = next(cuts)
+            reference = pickle.loads(pickle.dumps(store))
+            assert store.evict_before(cut) == full_scan_sweep(reference, cut)
+            assert internals(store) == internals(reference)
+            assert all(n.times[0] >= cut for n in store._adj.values())
+    assert store.stats()["edges"] == 0  # the last cut is past every event
+
+
+def test_a_late_edge_older_than_a_nodes_oldest_is_swept() -> None:
+    store = InMemoryGraphStore(retention_s=math.inf)
+    store.add(payment("p1", 100, account="a", card="c1", merchant="m"))
+    store.add(payment("p0", 10, account="a", card="c0", merchant="m"))  # arrives late
+    assert store.evict_before(ts(50)) == 3
+    assert store.transaction("p0") is None
+    assert sampled_txns(store, 200, "a") == {"p1"}
+    assert store.stats()["edges"] == 3
