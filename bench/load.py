@@ -153,16 +153,51 @@ def summarise(res: dict[str, Any], rate: float) -> dict[str, Any]:
         "error_rate": errors / n,
         "shed_rate": shed / n,
         "mix": mix,
+        "stages_ms": stage_breakdown(ok),
+        # the ten slowest answers: (scheduled offset s, latency ms); stalls bunch in time
+        "slowest": sorted(((r[0], r[1]) for r in rows if r[2] in (200, 429)), key=lambda x: -x[1])[
+            :10
+        ],
         "generator_lag_p99_ms": float(np.percentile(lags, 99)),
         "generator_lag_max_ms": float(lags.max()),
         "generator_cpu_share": res["generator_cpu_s"] / res["wall_s"],
     }
 
 
+def stage_breakdown(ok: list[Any], q: float = 99.0) -> dict[str, dict[str, float]]:
+    """Where the answers spent their time, in ms: the median of each server stage over every
+    200 (``typical``), and the mean over the 200s at or above the ``q``-th latency percentile
+    (``tail``). ``outside`` is the part of a latency from schedule that the handler's clock
+    (``http``) did not see: the client's queue, the socket, HTTP parsing on a busy loop."""
+    if not ok:
+        return {"typical": {}, "tail": {}}
+    cut = float(np.percentile([r[1] for r in ok], q))
+    slow = [r for r in ok if r[1] >= cut]
+    names = sorted({k for r in ok for k in r[6]})
+
+    def stages(r: Any) -> dict[str, float]:
+        return {**{k: r[6].get(k, 0.0) for k in names}, "outside": r[1] - r[5]}
+
+    every = [stages(r) for r in ok]
+    worst = [stages(r) for r in slow]
+    return {
+        "typical": {k: float(np.median([e[k] for e in every])) for k in every[0]},
+        "tail": {k: float(np.mean([e[k] for e in worst])) for k in worst[0]},
+    }
+
+
 def median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in runs[0].items():
-        if isinstance(v, dict):
+        if k == "stages_ms":
+            out[k] = {
+                part: {
+                    g: statistics.median(r[k][part].get(g, 0.0) for r in runs)
+                    for g in sorted({g for r in runs for g in r[k][part]})
+                }
+                for part in v
+            }
+        elif isinstance(v, dict):
             out[k] = {g: statistics.median(r[k][g] for r in runs) for g in v}
         elif isinstance(v, int | float):
             out[k] = statistics.median(r[k] for r in runs)
@@ -304,6 +339,19 @@ def print_table(results: dict[str, Any], slo: float) -> None:
         f"{results['model']}; server {results['server']}"
     )
     print(table(rows))
+    for r in results["by_rate"]:
+        st = r["median"]["stages_ms"]
+        names = list(st["tail"])
+        print(f"\n{r['rate']:g}/s, ms per stage: median of all 200s, and mean of the slowest 1 %")
+        print(
+            table(
+                [
+                    ("", *names),
+                    ("typical", *(f"{st['typical'].get(k, 0.0):.2f}" for k in names)),
+                    ("slowest 1 %", *(f"{st['tail'][k]:.2f}" for k in names)),
+                ]
+            )
+        )
     print(f"knee (p99 ≤ {slo:g} ms, no errors, no shedding): {results['knee_rps']} req/s")
 
 

@@ -21,8 +21,9 @@ import time
 from typing import Any
 
 # one row per request: (scheduled offset s, latency ms from schedule, status (-1: no answer),
-# rung of a 200 / error text, send lag ms, server-side ms from receipt to response built)
-Row = tuple[float, float, int, str, float, float]
+# rung of a 200 / error text, send lag ms, server-side ms from receipt to response built,
+# the 200's per-stage server latencies in ms (empty for other answers))
+Row = tuple[float, float, int, str, float, float, dict[str, float]]
 # the same while running: the body bytes of an answer, or the client's error text
 RawRow = tuple[float, float, int, bytes | str, float]
 
@@ -74,17 +75,18 @@ def encode_request(host: str, path: str, api_key: str, body: dict[str, Any] | No
 
 
 def parse_row(row: RawRow) -> Row:
-    """Read a raw row after the run: the rung and server-side latency of a 200."""
+    """Read a raw row after the run: the rung and server-side latencies of a 200."""
     due, latency, status, raw, lag = row
-    rung, server_ms = "", math.nan
+    rung, server_ms, stages = "", math.nan, {}
     if isinstance(raw, str):  # the client's own error
         rung = raw
     elif status == 200:
         out = json.loads(raw)
-        rung, server_ms = out["rung"], out["latency_ms"]["http"]
+        rung, stages = out["rung"], out["latency_ms"]
+        server_ms = stages["http"]
     elif status != 429:
         rung = raw[:200].decode(errors="replace")  # the first few errors are printed
-    return (due, latency, status, rung, lag, server_ms)
+    return (due, latency, status, rung, lag, server_ms, stages)
 
 
 async def run_open_loop(
