@@ -63,7 +63,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from services.api.app import create_app
     from services.container import build_container
-    from services.heap import freeze_heap
+    from services.heap import settle_heap
     from services.settings import load_settings
 
     overrides: dict[str, object] = {}
@@ -73,7 +73,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         overrides["history_dir"] = Path(args.history)
     settings = load_settings(**overrides)
     container = build_container(settings)
-    freeze_heap()
+    settle_heap()
     app = create_app(container)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

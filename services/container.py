@@ -25,7 +25,7 @@ from services.cases.review import ReviewService
 from services.cases.similar import SimilarCaseIndex
 from services.cases.store import CaseStore
 from services.cases.store_sqlite import SqliteCaseStore
-from services.heap import freeze_heap, settle_heap
+from services.heap import settle_heap
 from services.idempotency import IdempotencyCache
 from services.policy import PolicyEvaluator
 from services.scoring import ScoringService
@@ -197,7 +197,7 @@ def build_run_container(
 ) -> Container:
     """A container over stores already loaded in this process (the demo, the benchmarks),
     with a fresh audit log, dead-letter file and case store in ``workdir``; then
-    :func:`freeze_heap`.
+    :func:`settle_heap`.
 
     ``settings`` are :class:`Settings` fields on top of the two file paths."""
     workdir = Path(workdir)
@@ -217,7 +217,7 @@ def build_run_container(
         audit=FileAuditSink(audit_path),
         dead_letters=FileEventSink(dead_path),
     )
-    freeze_heap()
+    settle_heap()
     return container
 
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 import gc
 
 THRESHOLDS = (50_000, 50, 100)
+# Once the stores are frozen, a young-generation pass is the collector's only regular work,
+# and its pause grows with the threshold: 12-46 ms at 50,000 objects inside a loaded API
+# process, 4-5 ms at 5,000 (bench/RESULTS.md). A request that lands on a pause waits it out.
+SERVING_THRESHOLDS = (5_000, 50, 100)
 
 
 def tune_collector() -> None:
@@ -29,7 +33,8 @@ def freeze_heap() -> None:
 
 
 def settle_heap() -> None:
-    """Both, for a process that has just loaded its stores and is about to serve (the
-    inference process of :mod:`gnn.engine_process`)."""
-    tune_collector()
+    """For a process that has loaded its stores and is about to serve (the API, the
+    inference process of :mod:`gnn.engine_process`): :func:`freeze_heap`, then collect the
+    young generation in short pauses (:data:`SERVING_THRESHOLDS`)."""
     freeze_heap()
+    gc.set_threshold(*SERVING_THRESHOLDS)
