@@ -13,10 +13,13 @@ from __future__ import annotations
 import gc
 
 THRESHOLDS = (50_000, 50, 100)
-# Once the stores are frozen, a young-generation pass is the collector's only regular work,
-# and its pause grows with the threshold: 12-46 ms at 50,000 objects inside a loaded API
-# process, 4-5 ms at 5,000 (bench/RESULTS.md). A request that lands on a pause waits it out.
-SERVING_THRESHOLDS = (5_000, 50, 100)
+# Once the stores are frozen, the collector's regular work is the young generations, and
+# each pass pauses every thread for a time that grows with what it scans. Inside a loaded
+# API process at 200 requests/s: a gen-0 pass at 50,000 objects took 12-46 ms, at 5,000 about
+# 5 ms; a gen-1 pass, which scans what the stores gained since the last one (about 15 objects
+# per request), took 106 ms every ~50 s at (5,000, 50) and at most 33 ms every ~10 s at
+# (5,000, 10) (bench/RESULTS.md). A request that lands on a pause waits it out.
+SERVING_THRESHOLDS = (5_000, 10, 100)
 
 
 def tune_collector() -> None:
