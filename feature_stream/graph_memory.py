@@ -9,7 +9,8 @@ time (times, relation codes, and the neighbour node objects themselves), so
 * sampling follows edges by reference: no key is hashed or looked up per edge, and a sampled
   neighbourhood's local index is keyed by object identity,
 * memory is bounded by a retention window (edges older than ``now - retention`` are dropped as
-  time advances) and by ``max_degree`` edges kept per node.
+  time advances) and by ``max_degree`` edges kept per node; a sweep pops the nodes and
+  payments due from two heaps ordered by oldest edge and by time, so it costs what it drops.
 """
 
 from __future__ import annotations
