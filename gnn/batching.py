@@ -18,6 +18,11 @@ The queue holds at most ``capacity`` items: beyond that :meth:`submit` raises
 :class:`QueueFull` at once (load shedding) – the queue never grows without bound, and a caller
 that is refused has not consumed any worker time.
 
+:meth:`MicroBatcher.expected_wait_s` says how long an item queued now would wait. A batch's
+cost is mostly fixed (dispatch, tensor set-up, one forward pass) plus a little per item, so
+the batcher fits ``seconds ≈ fixed + per_item · n`` to the batches it has run
+(:class:`BatchCost`): ten queued items are one batch, not ten batches of one.
+
 Why one worker thread: the embedded graph and feature stores are single-writer, and on a
 2-core host the other core is busy with HTTP parsing; batching amortises the per-batch costs
 (Python dispatch, tensor set-up, the forward pass) instead of adding threads that would only
@@ -71,6 +76,46 @@ class BatchInfo:
     queue_wait_ms: list[float]
 
 
+class BatchCost:
+    """Seconds a batch of ``n`` items takes, ``fixed + per_item · n``, fitted by least squares
+    over the batches seen, each weighing ``1 − alpha`` as much as the one after it.
+
+    While the sizes seen are (nearly) all the same, the two terms cannot be told apart; the
+    fit then charges the whole cost per item (``fixed = 0``), which overestimates larger
+    batches – the cautious side for shedding. Not thread-safe: one writer (the worker).
+    """
+
+    def __init__(self, alpha: float = 0.05, prior_s: float = 0.005) -> None:
+        self.alpha = alpha
+        # Weighted sums of 1, n, n², t, n·t; the prior is one batch of one taking prior_s.
+        self._s = [1.0, 1.0, 1.0, prior_s, prior_s]
+        self.fixed_s, self.per_item_s = 0.0, prior_s
+
+    def observe(self, n: int, seconds: float) -> None:
+        """A batch of ``n`` items took ``seconds``."""
+        keep = 1.0 - self.alpha
+        s = [x * keep for x in self._s]
+        for k, x in enumerate((1.0, n, n * n, seconds, n * seconds)):
+            s[k] += x
+        self._s = s
+        w, sn, snn, st, snt = s
+        spread = w * snn - sn * sn  # w² · the weighted variance of n
+        if spread > 0.05 * w * w:  # sizes vary enough to separate the two terms
+            per_item = (w * snt - sn * st) / spread
+            fixed = (st - per_item * sn) / w
+            if fixed < 0:  # a line through the origin, rather than a negative fixed cost
+                fixed, per_item = 0.0, snt / snn
+            elif per_item < 0:  # larger batches were no slower: all of it is fixed
+                fixed, per_item = st / w, 0.0
+        else:
+            fixed, per_item = 0.0, st / sn
+        self.fixed_s, self.per_item_s = fixed, per_item
+
+    def seconds(self, n: int) -> float:
+        """Estimated seconds for a batch of ``n`` (0 for none)."""
+        return self.fixed_s + self.per_item_s * n if n > 0 else 0.0
+
+
 Resolve = Callable[[int, R | Exception], None]
 ProcessFn = Callable[[Sequence[T], BatchInfo, Resolve[R]], None]
 
@@ -110,18 +155,23 @@ class MicroBatcher(Generic[T, R]):
         self._thread: threading.Thread | None = None
         self._closed = False
         self._in_progress = 0  # items of the batch being processed
-        # EWMAs of the seconds one batch and one item of a batch take (Retry-After, shedding).
-        self.batch_seconds = 0.005
-        self.item_seconds = 0.001
+        self._started_at = 0.0  # when that batch was taken (perf_counter seconds)
+        self.cost = BatchCost()  # fitted from the batches run (Retry-After, shedding)
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def expected_wait_s(self) -> float:
-        """Rough seconds a request queued now waits for the work ahead of it: every queued
-        item and the rest of the batch in progress, at the measured seconds per item (the
-        flush time ``τ`` is not included: a request can shorten it with ``flush_by``)."""
-        return (len(self._queue) + self._in_progress) * self.item_seconds
+        """Rough seconds a request queued now waits before its batch starts: the rest of the
+        batch in progress, then the full batches of ``max_batch`` that the items queued
+        ahead of it make, at the fitted :class:`BatchCost` (the flush time ``τ`` is not
+        included: a request can shorten it with ``flush_by``)."""
+        ahead = len(self._queue) // self.max_batch
+        wait = ahead * self.cost.seconds(self.max_batch)
+        if self._in_progress:
+            elapsed = time.perf_counter() - self._started_at
+            wait += max(0.0, self.cost.seconds(self._in_progress) - elapsed)
+        return wait
 
     def submit(self, item: T, flush_by: float | None = None) -> Future[R]:
         """Queue ``item``; its result (or exception) arrives on the returned future.
@@ -167,7 +217,7 @@ class MicroBatcher(Generic[T, R]):
                     now = time.perf_counter()
                     if full or now >= due or self._closed:
                         n = min(self.max_batch, len(self._queue))
-                        self._in_progress = n
+                        self._started_at, self._in_progress = now, n
                         return [self._queue.popleft() for _ in range(n)]
                     self._cond.wait(due - now)
                 elif self._closed:
@@ -194,9 +244,7 @@ class MicroBatcher(Generic[T, R]):
                 self.process([p.item for p in batch], info, resolve)
             except BaseException as exc:  # every caller of the batch must hear about it
                 error = exc
-            took = time.perf_counter() - started
-            self.batch_seconds += 0.1 * (took - self.batch_seconds)
-            self.item_seconds += 0.2 * (took / len(batch) - self.item_seconds)
+            self.cost.observe(len(batch), time.perf_counter() - started)
             self._in_progress = 0
             for p in batch:
                 if not p.future.done():

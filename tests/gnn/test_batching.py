@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from gnn.batching import BatchInfo, MicroBatcher, QueueFull
+from gnn.batching import BatchCost, BatchInfo, MicroBatcher, QueueFull
 
 WAIT_S = 10.0  # generous: only a broken batcher gets near it on a busy machine
 
@@ -122,3 +122,41 @@ def test_close_drains_then_refuses() -> None:
     assert pending.result(WAIT_S) == 30
     with pytest.raises(RuntimeError, match="closed"):
         b.submit(4)
+
+
+def test_the_batch_cost_separates_the_fixed_part_from_the_per_item_part() -> None:
+    cost = BatchCost()
+    for k in range(300):
+        n = 1 + (7 * k) % 32
+        cost.observe(n, 0.004 + 0.0002 * n)
+    assert cost.fixed_s == pytest.approx(0.004, abs=1e-5)
+    assert cost.per_item_s == pytest.approx(0.0002, abs=1e-6)
+    assert cost.seconds(10) == pytest.approx(0.006, abs=1e-5)
+    assert cost.seconds(0) == 0.0
+
+
+def test_one_batch_size_only_charges_the_whole_cost_per_item() -> None:
+    cost = BatchCost()
+    for _ in range(50):
+        cost.observe(1, 0.005)
+    assert cost.fixed_s == 0.0
+    assert cost.seconds(10) == pytest.approx(0.05)
+
+
+def test_the_expected_wait_counts_whole_batches_not_items() -> None:
+    gate = threading.Event()
+    rec = Recorder(gate)
+    b: MicroBatcher[int, int] = MicroBatcher(rec, max_batch=4, max_wait_ms=0, capacity=16)
+    for k in range(100):  # batches have cost 20 ms plus 1 ms per item
+        n = 1 + k % 4
+        b.cost.observe(n, 0.020 + 0.001 * n)
+    assert b.expected_wait_s() == 0.0  # nothing queued, nothing running
+    first = b.submit(0)
+    assert rec.started.wait(WAIT_S)  # the worker holds item 0 and waits on the gate
+    rest = [b.submit(x) for x in range(1, 7)]  # six queued: one full batch of four ahead
+    wait = b.expected_wait_s()
+    assert b.cost.seconds(4) <= wait <= b.cost.seconds(4) + b.cost.seconds(1)
+    assert wait < 6 * b.cost.seconds(1)  # what counting items one by one would say
+    gate.set()
+    assert [f.result(WAIT_S) for f in [first, *rest]] == [10 * x for x in range(7)]
+    b.close()

@@ -114,7 +114,8 @@ def test_an_expected_wait_beyond_the_deadline_sheds_at_the_door(
         scoring = a.c.scoring
         taken = threading.Event()
         scoring.on_batch = lambda n: taken.set()
-        scoring.batcher.item_seconds = 0.050  # requests have been taking 50 ms each
+        for _ in range(20):  # batches of one have been taking 50 ms each
+            scoring.batcher.cost.observe(1, 0.050)
         principal = a.c.auth.authenticate("dev-key")
         with scoring.lock:
             busy = scoring.submit(payment("tx-b", TEN_AM), principal, 1000.0, {})
