@@ -158,9 +158,11 @@ def summarise(res: dict[str, Any], rate: float) -> dict[str, Any]:
         "slowest": sorted(((r[0], r[1]) for r in rows if r[2] in (200, 429)), key=lambda x: -x[1])[
             :10
         ],
+        "shed_offsets_s": [r[0] for r in rows if r[2] == 429][:20],
         "generator_lag_p99_ms": float(np.percentile(lags, 99)),
         "generator_lag_max_ms": float(lags.max()),
         "generator_cpu_share": res["generator_cpu_s"] / res["wall_s"],
+        "started_unix": res["started_unix"],
     }
 
 
@@ -287,6 +289,8 @@ def main() -> None:
                 }
             )
     results["ladder_cost_estimates_ms_per_item"] = container.scoring.costs.snapshot()
+    cost = container.scoring.batcher.cost
+    results["batch_cost_ms"] = {"fixed": cost.fixed_s * 1e3, "per_item": cost.per_item_s * 1e3}
     container.close()
     ok = [
         r["rate"]

@@ -91,9 +91,10 @@ def parse_row(row: RawRow) -> Row:
 
 async def run_open_loop(
     addr: tuple[str, int], requests: list[bytes], probe: bytes, rate: float, connections: int
-) -> list[RawRow]:
+) -> tuple[list[RawRow], float]:
     """Send ``requests[i]`` at ``start + i / rate`` over a pool of ``connections`` keep-alive
-    connections (each first sends ``probe``); one raw row per request."""
+    connections (each first sends ``probe``); one raw row per request, and ``start`` as Unix
+    time (to line offsets up with server-side logs)."""
     clock = time.perf_counter  # uvloop's loop.time() has millisecond resolution
     # FIFO, so every connection stays in use: an idle one would hit the server's keep-alive
     # timeout and be closed under us
@@ -131,6 +132,7 @@ async def run_open_loop(
         raw[i] = (due - start, (clock() - due) * 1e3, status, out, lag * 1e3)
 
     start = clock() + 0.1
+    start_unix = time.time() + (start - clock())
     tasks = []
     for i in range(len(requests)):
         due = start + i / rate
@@ -143,15 +145,16 @@ async def run_open_loop(
         c = pool.get_nowait()
         if c is not None:
             c.close()
-    return raw
+    return raw, start_unix
 
 
 def open_loop(
     url: str, api_key: str, bodies: list[dict[str, Any]], rate: float, connections: int
 ) -> dict[str, Any]:
     """Send ``bodies`` to ``POST /v1/score`` with :func:`run_open_loop` on a fresh event loop
-    (uvloop when installed); returns one :data:`Row` per body, and the generator's CPU
-    seconds and wall time while sending (encoding and parsing happen outside that window)."""
+    (uvloop when installed); returns one :data:`Row` per body, the generator's CPU seconds
+    and wall time while sending (encoding and parsing happen outside that window), and the
+    Unix time of offset 0."""
     host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
     requests = [encode_request(host, "/v1/score", api_key, b) for b in bodies]
     probe = encode_request(host, "/healthz", api_key, None)
@@ -164,8 +167,15 @@ def open_loop(
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     with runner:
-        raw = runner.run(run_open_loop((host, int(port)), requests, probe, rate, connections))
+        raw, start_unix = runner.run(
+            run_open_loop((host, int(port)), requests, probe, rate, connections)
+        )
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return {"rows": [parse_row(r) for r in raw], "generator_cpu_s": cpu, "wall_s": wall}
+    return {
+        "rows": [parse_row(r) for r in raw],
+        "generator_cpu_s": cpu,
+        "wall_s": wall,
+        "started_unix": start_unix,
+    }
