@@ -13,6 +13,11 @@ never much more than one core (``bench/RESULTS.md``, session 9). :class:`EngineP
   point-in-time rule holds as in one process;
 * :meth:`EngineProcess.infer` is :meth:`ScoringEngine.infer` (the same answers, the child's
   stage timings); the parent keeps its own engine for explanations and the review UI.
+* :class:`RungRouter` sends only the GNN rungs to the child. The tree and policy rungs read
+  online features and nothing else, and the parent's stores have every event the child's
+  have (the parent applies an event before forwarding it), so the parent answers those rungs
+  itself: the same scores, without a round trip through the pipe and the child's queue.
+  Those are the rungs of requests whose deadline is nearly spent.
 
 Embedded mode only: in service mode every replica already follows the graph changelog.
 Opt in with ``RISKGRAPH_INFERENCE_PROCESS=true``.
@@ -169,6 +174,25 @@ class EngineProcess:
         if self._proc.is_alive():
             self._proc.kill()
             self._proc.join()
+
+
+# Rungs that need no graph, no GNN and no embedding cache (which lives in the child).
+LOCAL_RUNGS: frozenset[Rung] = frozenset({"tree", "policy"})
+
+
+class RungRouter:
+    """``infer(payments, rung)``: :data:`LOCAL_RUNGS` on ``local`` (the parent's engine), the
+    GNN rungs on ``remote`` (see the module docstring for why the answers are the same)."""
+
+    def __init__(self, local: ScoringEngine, remote: EngineProcess) -> None:
+        self.local, self.remote = local, remote
+
+    def infer(
+        self, payments: Sequence[Payment], rung: Rung
+    ) -> tuple[list[Scored], dict[str, float]]:
+        if rung in LOCAL_RUNGS:
+            return self.local.infer(payments, rung)
+        return self.remote.infer(payments, rung)
 
 
 class MirroredIngestor(Ingestor):

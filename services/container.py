@@ -18,7 +18,7 @@ from feature_stream.graph_store import GraphStore
 from feature_stream.ingest import Ingestor
 from gnn.artifact import ModelBundle, load_artifact
 from gnn.engine import ScoringEngine
-from gnn.engine_process import EngineProcess, MirroredIngestor
+from gnn.engine_process import EngineProcess, MirroredIngestor, RungRouter
 from services.audit import AuditSink, FileAuditSink, head_path
 from services.auth import ApiKeyRegistry, Authenticator, dev_client_entry
 from services.cases.review import ReviewService
@@ -157,7 +157,7 @@ def build_container(
         rungs=settings.ladder,
         shed_on_deadline=settings.shed_on_deadline,
         gate_ttl_s=settings.gate_ttl_s,
-        infer=inference.infer if inference is not None else None,
+        infer=RungRouter(engine, inference).infer if inference is not None else None,
     )
     cases = cases if cases is not None else build_cases(settings)
     review = ReviewService(

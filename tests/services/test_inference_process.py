@@ -4,7 +4,8 @@ Two APIs over copies of the same history: one scores in its own interpreter, the
 child process (:mod:`gnn.engine_process`). Both then take the same events over ``/v1/events``
 and score the same payments in the same order: the child must see the history (the snapshot),
 the events applied after it started and the payments scored before (the mirror), and give
-the same scores.
+the same scores. The tree and policy rungs are answered by the parent's own engine (a
+router), with the same scores as the child would give.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from feature_stream.event_io import InMemoryEventSink
@@ -23,6 +25,8 @@ from feature_stream.feature_memory import InMemoryFeatureStore
 from feature_stream.graph_memory import InMemoryGraphStore
 from feature_stream.ingest import Ingestor
 from gnn.artifact import ModelBundle
+from gnn.engine import ScoringEngine
+from gnn.engine_process import EngineProcess, EngineProcessDied, MirroredIngestor, RungRouter
 from services.api.app import create_app
 from services.audit import InMemoryAuditSink
 from services.container import Container, build_container
@@ -130,3 +134,34 @@ def test_the_engine_in_a_child_process_scores_as_in_process(
     assert len({round(x, 6) for x, _, _ in here}) > 1  # the neighbourhoods differ
     for (a, _, _), (b, _, _) in zip(here, there, strict=True):
         assert abs(a - b) < 1e-6
+
+
+def test_the_tree_and_policy_rungs_are_answered_in_this_process(
+    tmp_path: Path, bundle: ModelBundle
+) -> None:
+    graph, features = InMemoryGraphStore(), InMemoryFeatureStore()
+    ingestor = MirroredIngestor(graph, features, InMemoryEventSink())
+    for ev in _history()[:40]:
+        ingestor.apply(ev)
+    local = ScoringEngine(bundle, graph, features, device="cpu")
+    child = EngineProcess(bundle, graph, features, device="cpu")
+    ingestor.mirror = child
+    for ev in _history()[40:]:  # after the snapshot: these reach the child through the mirror
+        ingestor.apply(ev)
+    router = RungRouter(local, child)
+    queries = [
+        payment(f"r{i}", 45 * HOUR + i, account=f"acc-{i}", card=f"card-{i}", amount=9.0 + i)
+        for i in range(4)
+    ]
+    for rung in ("tree", "policy"):
+        here, _ = router.infer(queries, rung)
+        there, _ = child.infer(queries, rung)
+        assert [s.rung for s in here] == [rung] * 4
+        assert [s.score for s in here] == pytest.approx([s.score for s in there], abs=1e-9)
+        assert [s.features for s in here] == [s.features for s in there]
+    child.close()
+    # The child is gone: GNN rungs fail, the rungs answered here do not notice.
+    with pytest.raises(EngineProcessDied):
+        router.infer(queries, "full")
+    assert [s.rung for s in router.infer(queries, "tree")[0]] == ["tree"] * 4
+    assert [s.rung for s in router.infer(queries, "policy")[0]] == ["policy"] * 4
