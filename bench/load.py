@@ -242,6 +242,15 @@ def main() -> None:
 
     server, container, payments, model_desc = start_server(args)
     bodies = Bodies(payments)
+    refreezes: list[float] = []  # the API process's collector upkeep pauses (seconds)
+    to_metrics = container.refreezer.on_pause
+
+    def note_refreeze(seconds: float) -> None:
+        refreezes.append(seconds)
+        if to_metrics is not None:
+            to_metrics(seconds)
+
+    container.refreezer.on_pause = note_refreeze
     results: dict[str, Any] = {
         "model": model_desc,
         "server": {
@@ -289,6 +298,12 @@ def main() -> None:
                 }
             )
     results["ladder_cost_estimates_ms_per_item"] = container.scoring.costs.snapshot()
+    results["heap_refreeze_ms"] = {
+        "every_s": container.refreezer.every_s,
+        "passes": len(refreezes),
+        "median": 1e3 * statistics.median(refreezes) if refreezes else None,
+        "max": 1e3 * max(refreezes) if refreezes else None,
+    }
     cost = container.scoring.batcher.cost
     results["batch_cost_ms"] = {"fixed": cost.fixed_s * 1e3, "per_item": cost.per_item_s * 1e3}
     container.close()

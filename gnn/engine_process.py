@@ -60,8 +60,10 @@ def _serve(
     engine_kw: dict[str, Any],
     threads: int,
     on_loaded: Callable[[], None] | None,
+    on_quiet: Callable[[], object] | None,
 ) -> None:
-    """The child: rebuild the stores and the engine, then answer messages in order."""
+    """The child: rebuild the stores and the engine, then answer messages in order, calling
+    ``on_quiet`` before each (nothing of the last message is alive then)."""
     if threads > 0:
         torch.set_num_threads(threads)
     bundle, graph, features = pickle.loads(snapshot)
@@ -71,6 +73,8 @@ def _serve(
     engine = ScoringEngine(bundle, graph, features, **engine_kw)
     conn.send(("ready", None))
     while True:
+        if on_quiet is not None:
+            on_quiet()
         kind, body = conn.recv()
         if kind == _APPLY:
             ingestor.apply(body)
@@ -90,7 +94,9 @@ class EngineProcess:
 
     ``on_loaded`` runs in the child once the snapshot is loaded, before it serves (a
     module-level function: it is pickled by name), e.g. :func:`services.heap.settle_heap`
-    so that the collector does not scan the loaded stores while requests wait.
+    so that the collector does not scan the loaded stores while requests wait. ``on_quiet``
+    (pickled too) runs in the child between messages, e.g. the ``quiet_point`` of a
+    :class:`services.heap.Refreezer`.
 
     Thread-safe: the pipe is used under one lock, and an :meth:`infer` holds it until its
     answer is back (the parent's :class:`~services.scoring.ScoringService` runs one batch at a
@@ -105,6 +111,7 @@ class EngineProcess:
         *,
         torch_threads: int = 1,
         on_loaded: Callable[[], None] | None = None,
+        on_quiet: Callable[[], object] | None = None,
         start_timeout_s: float = 600.0,
         **engine_kw: Any,
     ) -> None:
@@ -115,7 +122,7 @@ class EngineProcess:
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=_serve,
-            args=(child, snapshot, engine_kw, torch_threads, on_loaded),
+            args=(child, snapshot, engine_kw, torch_threads, on_loaded, on_quiet),
             name="riskgraph-inference",
             daemon=True,
         )

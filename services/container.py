@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from services.cases.review import ReviewService
 from services.cases.similar import SimilarCaseIndex
 from services.cases.store import CaseStore
 from services.cases.store_sqlite import SqliteCaseStore
-from services.heap import settle_heap
+from services.heap import Refreezer, settle_heap
 from services.idempotency import IdempotencyCache
 from services.policy import PolicyEvaluator
 from services.scoring import ScoringService
@@ -53,6 +53,8 @@ class Container:
     auth: Authenticator
     review: ReviewService
     inference: EngineProcess | None = None  # RISKGRAPH_INFERENCE_PROCESS
+    # The API calls its quiet_point between requests (RISKGRAPH_HEAP_REFREEZE_S).
+    refreezer: Refreezer = field(default_factory=lambda: Refreezer(0.0))
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         """Add the stores' own metrics (the service-mode window's sample counts) to the API's
@@ -137,6 +139,7 @@ def build_container(
             **engine_kw,
             torch_threads=settings.torch_threads,
             on_loaded=settle_heap,
+            on_quiet=Refreezer(settings.heap_refreeze_s).quiet_point,
         )
         ingestor.mirror = inference  # from now on every applied event reaches the child too
     elif settings.inference_process:
@@ -185,6 +188,7 @@ def build_container(
         build_authenticator(settings),
         review,
         inference,
+        Refreezer(settings.heap_refreeze_s),
     )
 
 

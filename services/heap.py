@@ -11,6 +11,8 @@ backtest's replay time (28.6 s with the collector off, 32.5 s with the defaults,
 from __future__ import annotations
 
 import gc
+import time
+from collections.abc import Callable
 
 THRESHOLDS = (50_000, 50, 100)
 # Once the stores are frozen, the collector's regular work is the young generations, and
@@ -41,3 +43,44 @@ def settle_heap() -> None:
     young generation in short pauses (:data:`SERVING_THRESHOLDS`)."""
     freeze_heap()
     gc.set_threshold(*SERVING_THRESHOLDS)
+
+
+class Refreezer:
+    """Keeps the collector's full passes small in a long-running server.
+
+    :func:`settle_heap` freezes the stores loaded at start, but a server keeps adding to them
+    (about 15 tracked objects per scored payment: graph nodes and their lists, feature
+    series, idempotency entries). CPython runs a full pass once 100 young-generation passes
+    have gone by and the objects promoted since the last full pass exceed a quarter of those
+    it kept; every full pass scans everything not frozen, so its pause grows with uptime: a
+    full pass after 20,000 payments took 218 ms over 312,000 objects, and at 200 requests/s
+    the first automatic one would come after about 200,000 (``bench/RESULTS.md``).
+
+    :meth:`quiet_point` is called where nothing transient of a request is alive (between
+    requests, between a child's messages). At most every ``every_s`` seconds it runs one full
+    pass, which frees the cyclic garbage there is, then freezes what survived: the next pass
+    scans only what was added since. A reference cycle that is alive then and dies later is
+    never freed (it is frozen); that is why the call sites are quiet points. ``every_s`` ≤ 0
+    turns it off.
+    """
+
+    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self._clock = clock
+        self._last = clock()
+        self.passes = 0
+        self.on_pause: Callable[[float], None] | None = None  # seconds, e.g. a histogram
+
+    def quiet_point(self) -> float | None:
+        """A full pass and a freeze if one is due; returns its pause (seconds), else ``None``."""
+        if self.every_s <= 0 or self._clock() - self._last < self.every_s:
+            return None
+        t0 = time.perf_counter()
+        gc.collect()
+        gc.freeze()
+        pause = time.perf_counter() - t0
+        self._last = self._clock()
+        self.passes += 1
+        if self.on_pause is not None:
+            self.on_pause(pause)
+        return pause

@@ -166,6 +166,13 @@ class Settings(BaseSettings):
         description="RISKGRAPH_GATE_TTL_S; seconds a gate policy answer is reused for the same "
         "caller and request context (0: evaluate the gate for every request)",
     )
+    heap_refreeze_s: float = Field(
+        5.0,
+        ge=0,
+        description="RISKGRAPH_HEAP_REFREEZE_S; at most this often, between requests, a full "
+        "garbage-collector pass and a freeze of what survived, so that the pauses of later "
+        "passes do not grow with uptime (0: off; see services.heap.Refreezer)",
+    )
     ladder: tuple[Literal["full", "reduced", "cached", "tree", "policy"], ...] = Field(
         ("full", "reduced", "cached", "tree", "policy"),
         description="RISKGRAPH_LADDER; JSON list of the degradation ladder rungs in use "

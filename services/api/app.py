@@ -22,6 +22,7 @@ from services.api.review import add_review_routes
 from services.api.schemas import ErrorResponse, EventsResponse, ScoreRequest, ScoreResponse
 from services.auth import AuthError, Principal, bearer
 from services.container import Container
+from services.heap import Refreezer
 from services.idempotency import IdempotencyConflict
 from services.policy import PolicyUnavailable
 from services.scoring import GateDenied, Overloaded
@@ -89,6 +90,34 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+class QuietPoints:
+    """ASGI middleware: counts the HTTP requests in progress and, when the last one has
+    finished, gives the collector its quiet point (:class:`services.heap.Refreezer`) on the
+    next turn of the event loop, after that request's task is done: nothing transient of a
+    request is alive then, so the freeze keeps no garbage."""
+
+    def __init__(self, app: ASGIApp, refreezer: Refreezer) -> None:
+        self.app = app
+        self.refreezer = refreezer
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                asyncio.get_running_loop().call_soon(self._quiet)
+
+    def _quiet(self) -> None:
+        if self.active == 0:  # none has started since
+            self.refreezer.quiet_point()
+
+
 def create_app(container: Container) -> FastAPI:
     """An app over a built :class:`~services.container.Container`."""
     app = FastAPI(
@@ -105,6 +134,8 @@ def create_app(container: Container) -> FastAPI:
     container.scoring.on_batch = metrics.batch_size.observe
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(QuietPoints, refreezer=container.refreezer)
+    container.refreezer.on_pause = lambda s: metrics.heap_refreeze_ms.observe(s * 1e3)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

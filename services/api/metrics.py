@@ -5,8 +5,12 @@ milliseconds: ``auth``, ``queue`` (wait for the inference worker), ``gate_policy
 ``features``, ``sampling``, ``gnn`` (forward pass), ``fallback`` (tree model), ``rules``
 (policy-only rung), ``decision_policy``, ``ingest``, ``audit``, ``total`` (server receipt to
 audit record) and ``http`` (server receipt to response built). ``features``, ``sampling`` and
-the model stages are per micro-batch: each request observes its group's time. There is no
-``retrieval`` stage yet: similar-case retrieval (FAISS) is not on the scoring path.
+the model stages are per micro-batch: each request observes its group's time.
+``retrieval`` (similar cases and the case record) is observed only by the answers that open
+a case (review or decline).
+
+``riskgraph_heap_refreeze_ms`` has the pauses of :class:`services.heap.Refreezer` (a full
+garbage-collector pass and a freeze, between requests).
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ class ApiMetrics:
             "riskgraph_batch_size",
             "Requests per inference micro-batch",
             buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.heap_refreeze_ms = Histogram(
+            "riskgraph_heap_refreeze_ms",
+            "Pauses of the collector's full pass and freeze between requests (ms)",
+            buckets=STAGE_BUCKETS,
             registry=self.registry,
         )
         self.shed = Counter(
