@@ -251,3 +251,6 @@ class MicroBatcher(Generic[T, R]):
                     p.future.set_exception(
                         error if error is not None else RuntimeError("item left unanswered")
                     )
+            # Hold nothing of this batch while waiting for the next (the callers' futures are
+            # theirs now; see services.heap.Refreezer for why that matters).
+            del batch, info, resolve, error
