@@ -227,30 +227,33 @@ class MicroBatcher(Generic[T, R]):
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            started = time.perf_counter()
-            info = BatchInfo(len(batch), started, [(started - p.enqueued_at) * 1e3 for p in batch])
+            self._run_batch(batch)
+            # Hold nothing of it while waiting for the next: the callers' futures are theirs
+            # now (see services.heap.Refreezer for why that matters).
+            del batch
 
-            def resolve(i: int, result: R | Exception, batch: list[Pending[T, R]] = batch) -> None:
-                fut = batch[i].future
-                if fut.done():
-                    raise RuntimeError(f"item {i} of the batch was resolved twice")
-                if isinstance(result, Exception):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+    def _run_batch(self, batch: list[Pending[T, R]]) -> None:
+        started = time.perf_counter()
+        info = BatchInfo(len(batch), started, [(started - p.enqueued_at) * 1e3 for p in batch])
 
-            error: BaseException | None = None
-            try:
-                self.process([p.item for p in batch], info, resolve)
-            except BaseException as exc:  # every caller of the batch must hear about it
-                error = exc
-            self.cost.observe(len(batch), time.perf_counter() - started)
-            self._in_progress = 0
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(
-                        error if error is not None else RuntimeError("item left unanswered")
-                    )
-            # Hold nothing of this batch while waiting for the next (the callers' futures are
-            # theirs now; see services.heap.Refreezer for why that matters).
-            del batch, info, resolve, error
+        def resolve(i: int, result: R | Exception) -> None:
+            fut = batch[i].future
+            if fut.done():
+                raise RuntimeError(f"item {i} of the batch was resolved twice")
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+        error: BaseException | None = None
+        try:
+            self.process([p.item for p in batch], info, resolve)
+        except BaseException as exc:  # every caller of the batch must hear about it
+            error = exc
+        self.cost.observe(len(batch), time.perf_counter() - started)
+        self._in_progress = 0
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(
+                    error if error is not None else RuntimeError("item left unanswered")
+                )
