@@ -3,10 +3,16 @@
 Keys are scoped by caller. The cache is bounded (LRU) and entries expire, so memory stays flat
 under any load; an entry also remembers the request's hash so a key reused with a different
 body is refused rather than silently answered with someone else's decision.
+
+An answer is kept pickled: one bytes object, which the garbage collector does not track,
+instead of the outcome's dict, payment model, lists and sets (about five tracked objects per
+request that every collector pass would scan while they live; see
+:class:`services.heap.Refreezer`). Unpickling happens only for a retry.
 """
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from collections import OrderedDict
@@ -21,11 +27,12 @@ class IdempotencyCache:
     def __init__(self, max_entries: int = 100_000, ttl_s: float = 24 * 3600) -> None:
         self.max_entries = max_entries
         self.ttl_s = ttl_s
-        self._items: OrderedDict[tuple[str, str], tuple[float, str, dict[str, Any]]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], tuple[float, str, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, caller: str, key: str, body_hash: str) -> dict[str, Any] | None:
-        """The stored response for ``(caller, key)``, or ``None``; raises on a body mismatch."""
+        """A copy of the stored response for ``(caller, key)``, or ``None``; raises on a body
+        mismatch."""
         now = time.monotonic()
         with self._lock:
             item = self._items.get((caller, key))
@@ -38,11 +45,13 @@ class IdempotencyCache:
             if stored_hash != body_hash:
                 raise IdempotencyConflict(f"idempotency key {key!r} was used with another body")
             self._items.move_to_end((caller, key))
-            return response
+        stored: dict[str, Any] = pickle.loads(response)
+        return stored
 
     def put(self, caller: str, key: str, body_hash: str, response: dict[str, Any]) -> None:
+        blob = pickle.dumps(response, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
-            self._items[(caller, key)] = (time.monotonic(), body_hash, response)
+            self._items[(caller, key)] = (time.monotonic(), body_hash, blob)
             self._items.move_to_end((caller, key))
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from services.idempotency import IdempotencyCache, IdempotencyConflict
@@ -45,3 +47,25 @@ def test_the_cache_is_bounded_and_scoped_by_caller() -> None:
     assert c.get("someone-else", "k2", "h") is None
     with pytest.raises(IdempotencyConflict):
         c.get("caller", "k2", "other-hash")
+
+
+def test_a_stored_answer_is_a_copy_the_collector_does_not_scan() -> None:
+    c = IdempotencyCache()
+    answer = {"score": 0.25, "reasons": ["velocity"], "latency_ms": {"gnn": 1.5}}
+    c.put("caller", "k", "h", answer)
+    answer["reasons"].append("changed after put")
+    got = c.get("caller", "k", "h")
+    assert got == {"score": 0.25, "reasons": ["velocity"], "latency_ms": {"gnn": 1.5}}
+    assert got is not None
+    got["reasons"].clear()  # the caller's copy: the cache keeps its own
+    assert c.get("caller", "k", "h") == {
+        "score": 0.25,
+        "reasons": ["velocity"],
+        "latency_ms": {"gnn": 1.5},
+    }
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(2_000):
+        c.put("caller", f"n{i}", "h", {"reasons": [f"r{i}"], "nested": {"list": [i]}})
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100  # not ~4 tracked objects per entry
