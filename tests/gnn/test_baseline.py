@@ -25,22 +25,24 @@ def test_small_batches_match_scikit_learn(fitted: tuple[TreeBaseline, np.ndarray
     x = x.copy()
     x[::3, 1] = np.nan
     ours = model.predict(x[:n])
-    theirs = model.model.predict_proba(x[:n])[:, 1]
+    theirs = model.model.predict_proba(model.inputs(x[:n]))[:, 1]
     assert ours.shape == (n,)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
 
 
 def test_raw_scores_match_every_row(fitted: tuple[TreeBaseline, np.ndarray]) -> None:
     model, x = fitted
-    raw = FlatTrees(model.model).raw(x)
-    np.testing.assert_allclose(raw, model.model.decision_function(x), rtol=0, atol=1e-12)
+    rows = model.inputs(x)
+    raw = FlatTrees(model.model).raw(rows)
+    np.testing.assert_allclose(raw, model.model.decision_function(rows), rtol=0, atol=1e-12)
 
 
 def test_large_batches_and_bad_shapes_go_to_scikit_learn(
     fitted: tuple[TreeBaseline, np.ndarray],
 ) -> None:
     model, x = fitted
-    np.testing.assert_allclose(model.predict(x), model.model.predict_proba(x)[:, 1], atol=1e-12)
+    theirs = model.model.predict_proba(model.inputs(x))[:, 1]
+    np.testing.assert_allclose(model.predict(x), theirs, atol=1e-12)
     with pytest.raises(ValueError, match="features"):
         model.predict(x[:2, :5])
 
@@ -58,3 +60,31 @@ def test_raw_is_the_log_odds_of_predict(fitted: tuple[TreeBaseline, np.ndarray])
     for rows in (x[:3], x):  # the flat walk and scikit-learn
         p = model.predict(rows)
         np.testing.assert_allclose(model.raw(rows), np.log(p / (1 - p)), rtol=0, atol=1e-9)
+
+
+def test_grid_copy_is_appended_rounded() -> None:
+    tree = TreeBaseline(grid={1: 4.0})
+    rows = tree.inputs([[9.0, 0.3, 7.0], [9.0, np.nan, 7.0]])
+    np.testing.assert_array_equal(rows[0], [9.0, 0.3, 7.0, 0.25])
+    assert rows.shape == (2, 4) and np.isnan(rows[1, 3])
+
+
+def test_grid_copy_finds_a_threshold_in_the_sparse_tail() -> None:
+    """Fraud exactly above an absolute amount that only the top 0.2 % of payments reach: the
+    quantile bins of the plain column lump that tail together with the legitimate amounts
+    just below it; the grid copy separates them."""
+    rng = np.random.default_rng(0)
+    amount = np.exp(rng.normal(3.0, 0.9, 40_000))
+    tail = np.quantile(amount, 0.998)
+    y = (amount > tail).astype(int)
+    x = np.column_stack([np.log1p(amount), rng.normal(size=len(amount))])
+    near = (amount > tail / 1.3) & (amount < tail * 1.3)  # the tail's neighbourhood
+
+    def errors(grid: dict[int, float]) -> int:
+        tree = TreeBaseline(max_iter=50, grid=grid).fit(x, y)
+        return int(((tree.predict(x[near]) > 0.5) != y[near].astype(bool)).sum())
+
+    with_grid = errors({0: 20.0})
+    without = errors({})
+    assert with_grid < without
+    assert with_grid <= 0.05 * near.sum()
