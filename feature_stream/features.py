@@ -66,10 +66,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "merchant_fraud_rate_1d",
     "merchant_fraud_rate_7d",
     "merchant_fraud_rate_30d",
+    "merchant_fraud_streak_days",
 )
 """Feature schema, in vector order. Versioned with the model artifact."""
 
-FEATURE_SCHEMA_VERSION = 2
+FEATURE_SCHEMA_VERSION = 3
 
 SETTLE_DAYS = 7.0
 """Days after which most of a payment's fraud labels have arrived. A merchant's fraud rate
@@ -77,6 +78,15 @@ over ``w`` days divides the fraud labels that *arrived* in ``[t - w, t)`` by its
 ``[t - w - SETTLE_DAYS, t - SETTLE_DAYS)``, the payments those labels are mostly about. Only
 labels known before ``t`` are counted, whatever the real delay, so it stays point in time;
 when labels come later than this the rate is merely an underestimate."""
+
+STREAK_DAYS = (1, 2, 3, 4, 5, 7, 10, 14, 17, 21, 24, 28)
+"""Windows tried, shortest first, for ``merchant_fraud_streak_days``: the longest window
+``w`` over which the merchant has settled payments and every one of them has a fraud label
+(labels arrived in ``[t - w, t)`` ≥ payments in ``[t - w - SETTLE_DAYS, t - SETTLE_DAYS)``).
+A merchant that has been compromised since some day keeps this growing day by day, and the
+time since the compromise began is about ``SETTLE_DAYS`` more; the fraud *rates* above cannot
+tell a run of frauds that started a week ago from one that is ending, and a histogram tree
+cannot rebuild that from three ratios."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,4 +309,13 @@ def compute_features(p: Payment, store: FeatureStore) -> FeatureVector:
         counts.append(math.log1p(n))
         rates.append(min(1.0, frauds / n) if n else 0.0)
     v += counts + rates
+    streak = 0.0
+    for days in STREAK_DAYS:
+        n, _ = span(f"merch:{m}", settled - days * DAY, settled)
+        frauds, _ = win(f"fraud:merch:{m}", days * DAY)
+        if frauds < n:  # a settled payment in this window has no fraud label
+            break
+        if n:
+            streak = float(days)
+    v.append(streak)
     return FeatureVector(tuple(float(x) for x in v), latest)
