@@ -56,11 +56,26 @@ class FusedForward:
     With ``trainable=True`` the stacked weights are rebuilt from the model's parameters on
     every call, inside autograd: the same pass, differentiable, for training (several times
     faster than ``HeteroConv``, whose root terms alone run one ``Linear`` per relation).
+
+    With ``prune`` (the default) a layer updates only the nodes whose new state a query's
+    final state still reads: the last layer the queries alone, the one before them and the
+    nodes with an edge into them, and so on back (see :func:`needed_rows`). The rest keep a
+    stale state that nothing reads, so the logits and embeddings are the unpruned pass's; on
+    a (15, 10) sample the three layers update about a third of the rows they would. Capture
+    and inject read every node's state, so they run unpruned, and so do batches of fewer than
+    :attr:`PRUNE_FROM` queries, where the extra indexing costs more than the rows it saves
+    (handbook samples, one thread: a batch of 512 takes 153 µs a query pruned against 284
+    unpruned, a batch of 8 the same either way, a batch of one 70 % longer pruned).
     """
 
-    def __init__(self, model: TemporalHeteroGNN, trainable: bool = False) -> None:
+    PRUNE_FROM = 16
+
+    def __init__(
+        self, model: TemporalHeteroGNN, trainable: bool = False, prune: bool = True
+    ) -> None:
         self.model = model
         self.trainable = trainable
+        self.prune = prune
         self.types: list[str] = list(model.encoders.keys())
         # Relations into each destination type; every layer has the same edge types.
         self.rels: dict[str, list[EdgeType]] = {}
@@ -184,22 +199,33 @@ class FusedForward:
         # Shared by all layers: every edge's source row in hf, its target slot in the
         # aggregation buffer (the dst type's block start + dst row · R + relation slot) and
         # the mean's 1/degree. Type d's block is n_d · R_d slots, in the order of `present`.
-        srcs, slots = [], []
+        srcs, slots, dsts, rels_k = [], [], [], []
         slot_sizes = []
         total = 0
-        for d in present:
+        for j, d in enumerate(present):
             rels = self.rels[d]
             for k, et in enumerate(rels):
                 if et in present[d]:
                     ei = batch.edge_index[et]
                     srcs.append(ei[0] + offset[et[0]])
                     slots.append(ei[1] * len(rels) + (total + k))
+                    dsts.append(ei[1] + offset[d])
+                    rels_k.append((k, j, ei.shape[1]))
             slot_sizes.append(n[d] * len(rels))
             total += n[d] * len(rels)
+        needed: list[torch.Tensor | None] = [None] * len(model.norms)
         if srcs:
             src, slot = torch.cat(srcs), torch.cat(slots)
             w = torch.bincount(slot, minlength=total).clamp_min(1).reciprocal()[slot]
             w = w.to(hf.dtype).unsqueeze(1)
+            if self.prune and len(batch.root) >= self.PRUNE_FROM and not capture and not inject:
+                dst = torch.cat(dsts)
+                counts = torch.tensor([c for _, _, c in rels_k])
+                rel = torch.repeat_interleave(torch.tensor([k for k, _, _ in rels_k]), counts)
+                kind = torch.repeat_interleave(torch.tensor([j for _, j, _ in rels_k]), counts)
+                edges = (src, dst, rel.to(src.device), kind.to(src.device), w)
+                roots = offset["transaction"] + batch.root
+                needed = needed_rows(len(model.norms), hf.shape[0], roots, src, dst)
         cap_rows = torch.cat([rows + offset[t] for t, rows in capture.items()]) if capture else None
         caps: list[torch.Tensor] = []
         if inject:
@@ -211,6 +237,10 @@ class FusedForward:
             if cap_rows is not None:
                 caps.append(hf.index_select(0, cap_rows))
             if not srcs:
+                continue
+            need = needed[layer]
+            if need is not None and not bool(need[:updated].all()):
+                hf = self._pruned_layer(layer, hf, need, present, n, offset, edges)
                 continue
             agg = self._buffer("agg", total, hf).zero_()
             if self.trainable:
@@ -250,6 +280,67 @@ class FusedForward:
                 captured[t] = stacked[at : at + len(rows)]
                 at += len(rows)
         return Forward(logits, emb, captured)
+
+    def _pruned_layer(
+        self,
+        layer: int,
+        hf: torch.Tensor,
+        need: torch.Tensor,
+        present: dict[str, frozenset[EdgeType]],
+        n: dict[str, int],
+        offset: dict[str, int],
+        edges: tuple[torch.Tensor, ...],
+    ) -> torch.Tensor:
+        """One layer over the ``need`` rows alone (``[N]`` bool over ``hf``'s rows): the
+        edges into them, aggregated into a compact block per type (the needed rows in
+        order, ``R_d`` slots each), two products per type, those rows written back.
+        ``edges``: every edge's source row, target row, relation slot ``k`` within its
+        target type, that type's position in ``present``, and the mean's weight."""
+        src, dst, rel, kind, w = edges
+        cpos = torch.zeros(hf.shape[0], dtype=torch.long, device=hf.device)
+        rows, starts, widths, at = [], [], [], 0
+        for d in present:
+            local = torch.nonzero(need[offset[d] : offset[d] + n[d]]).squeeze(1)
+            cpos[local + offset[d]] = torch.arange(len(local), device=hf.device)
+            rows.append(local)
+            starts.append(at)
+            widths.append(len(self.rels[d]))
+            at += len(local) * widths[-1]
+        keep = need[dst]
+        k_kind = kind[keep]
+        start = torch.tensor(starts, device=hf.device)[k_kind]
+        width = torch.tensor(widths, device=hf.device)[k_kind]
+        cslot = start + cpos[dst[keep]] * width + rel[keep]
+        agg = torch.zeros((at, hf.shape[1]), dtype=hf.dtype, device=hf.device)
+        agg.index_add_(0, cslot, hf.index_select(0, src[keep]) * w[keep])
+        aggs = agg.split([len(r) * wd for r, wd in zip(rows, widths, strict=True)])
+        parts, idx = [], []
+        for k, d in enumerate(present):
+            if not len(rows[k]):
+                continue
+            w_l, wr, b = self._weights(layer, d, present[d])
+            h = hf.index_select(0, rows[k] + offset[d])
+            parts.append(torch.addmm(b, aggs[k].view(len(rows[k]), w_l.shape[0]), w_l) + h @ wr)
+            idx.append(rows[k] + offset[d])
+        at_rows = torch.cat(idx)
+        new = self.model.norms[layer](hf.index_select(0, at_rows) + torch.relu(torch.cat(parts)))
+        return hf.index_copy(0, at_rows, new)
+
+
+def needed_rows(
+    layers: int, rows: int, roots: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
+) -> list[torch.Tensor | None]:
+    """Per layer, the rows (``[rows]`` bool) whose state after that layer a root's final state
+    reads, for message edges ``src → dst``: after the last layer the roots; after layer
+    ``l`` those of layer ``l + 1`` and the sources of their edges."""
+    need = torch.zeros(rows, dtype=torch.bool, device=roots.device)
+    need[roots] = True
+    out: list[torch.Tensor | None] = [need]
+    for _ in range(layers - 1):
+        need = need.clone()
+        need[src[need[dst]]] = True
+        out.append(need)
+    return out[::-1]
 
 
 def propagate(

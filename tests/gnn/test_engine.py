@@ -17,7 +17,7 @@ from feature_stream.ingest import Ingestor
 from gnn.artifact import ModelBundle
 from gnn.baseline import TreeBaseline
 from gnn.engine import EmbeddingCache, Prepared, ScoringEngine, hop1_rows, one_hop
-from gnn.fused import FusedForward, propagate
+from gnn.fused import FusedForward, needed_rows, propagate
 from gnn.ladder import LADDER, SERVED_BY, Rung
 from gnn.model import TemporalHeteroGNN
 from gnn.tensorize import GraphBatch, tensorize
@@ -325,3 +325,60 @@ def test_the_trainable_fused_forward_has_the_models_outputs_and_gradients(world:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     for a, b in zip(g_got, g_expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_needed_rows_walk_back_from_the_roots_along_message_edges() -> None:
+    # 0 ← 1 ← 2 ← 3, and 4 → 5 elsewhere; messages flow src → dst.
+    src, dst = torch.tensor([1, 2, 3, 4]), torch.tensor([0, 1, 2, 5])
+    need = needed_rows(3, 6, torch.tensor([0]), src, dst)
+    assert [torch.nonzero(m).flatten().tolist() for m in need if m is not None] == [
+        [0, 1, 2],
+        [0, 1],
+        [0],
+    ]
+
+
+def test_the_pruned_pass_is_the_full_pass(world: World) -> None:
+    """Scores, embeddings and gradients with and without pruning, on a batch large enough to
+    prune, where the later layers really do skip rows."""
+    torch.manual_seed(1)
+    model = TemporalHeteroGNN(
+        len(FEATURE_NAMES), hidden=16, layers=len(FANOUTS) + 1, feature_bins=4
+    )
+    model.fit_feature_encoding(torch.tensor(world.rows))
+    model.eval()
+    n = 40
+    assert n >= FusedForward.PRUNE_FROM
+    batch = tensorize(world.prepared.subgraphs[:n], world.rows[:n])
+    rows = sum(v.shape[0] for v in batch.x.values())
+    roots = int(batch.root.numel())
+    with torch.inference_mode():
+        pruned, full = FusedForward(model).run(batch), FusedForward(model, prune=False).run(batch)
+    torch.testing.assert_close(pruned.logits, full.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pruned.embedding, full.embedding, rtol=1e-5, atol=1e-5)
+    # the later layers touch a fraction of the rows: the pruned path did run
+    per_layer = [
+        int(m.sum()) for m in needed_rows(3, rows, *_roots_and_edges(batch)) if m is not None
+    ]
+    assert per_layer[-1] == roots < per_layer[0] <= rows
+    grads = []
+    for prune in (True, False):
+        model.zero_grad()
+        FusedForward(model, trainable=True, prune=prune).run(batch).logits.sum().backward()
+        grads.append(
+            [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+        )
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _roots_and_edges(batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The roots and message edges of ``batch`` as rows of the types stacked in
+    ``batch.x`` order."""
+    offset, at = {}, 0
+    for t, x in batch.x.items():
+        offset[t] = at
+        at += x.shape[0]
+    src = torch.cat([ei[0] + offset[s] for (s, _, _), ei in batch.edge_index.items()])
+    dst = torch.cat([ei[1] + offset[d] for (_, _, d), ei in batch.edge_index.items()])
+    return offset["transaction"] + batch.root, src, dst
