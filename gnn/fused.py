@@ -199,6 +199,7 @@ class FusedForward:
         # Shared by all layers: every edge's source row in hf, its target slot in the
         # aggregation buffer (the dst type's block start + dst row · R + relation slot) and
         # the mean's 1/degree. Type d's block is n_d · R_d slots, in the order of `present`.
+        prune = self.prune and len(batch.root) >= self.PRUNE_FROM and not capture and not inject
         srcs, slots, dsts, rels_k = [], [], [], []
         slot_sizes = []
         total = 0
@@ -209,8 +210,9 @@ class FusedForward:
                     ei = batch.edge_index[et]
                     srcs.append(ei[0] + offset[et[0]])
                     slots.append(ei[1] * len(rels) + (total + k))
-                    dsts.append(ei[1] + offset[d])
-                    rels_k.append((k, j, ei.shape[1]))
+                    if prune:  # small batches skip these ops altogether
+                        dsts.append(ei[1] + offset[d])
+                        rels_k.append((k, j, ei.shape[1]))
             slot_sizes.append(n[d] * len(rels))
             total += n[d] * len(rels)
         needed: list[torch.Tensor | None] = [None] * len(model.norms)
@@ -218,7 +220,7 @@ class FusedForward:
             src, slot = torch.cat(srcs), torch.cat(slots)
             w = torch.bincount(slot, minlength=total).clamp_min(1).reciprocal()[slot]
             w = w.to(hf.dtype).unsqueeze(1)
-            if self.prune and len(batch.root) >= self.PRUNE_FROM and not capture and not inject:
+            if prune:
                 dst = torch.cat(dsts)
                 counts = torch.tensor([c for _, _, c in rels_k])
                 rel = torch.repeat_interleave(torch.tensor([k for k, _, _ in rels_k]), counts)
