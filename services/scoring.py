@@ -69,6 +69,9 @@ class ScoreOutcome:
     batch_size: int = 1
     degraded: list[str] = field(default_factory=list)
     similar_cases: dict[str, int] | None = None
+    # ``time.perf_counter()`` when the worker handed the outcome back: the API measures how
+    # long the answer then waited for its event loop (the ``handoff`` stage).
+    answered_at: float = 0.0
 
 
 class GateDenied(Exception):
@@ -425,6 +428,7 @@ class ScoringService:
             similar_cases=similar,
         )
         self.idempotency.put(caller, job.key, job.body_hash, dict(out.__dict__))
+        out.answered_at = time.perf_counter()
         return out
 
     def _audit_denied(self, job: ScoreJob, reasons: list[str], revision: str) -> None:

@@ -240,7 +240,9 @@ def create_app(container: Container) -> FastAPI:
             for reason in out.degraded:
                 metrics.degraded.labels(reason).inc()
             latency["auth"] = getattr(request.state, "auth_ms", 0.0)
-            latency["http"] = (time.perf_counter() - t0) * 1e3
+            now = time.perf_counter()
+            latency["handoff"] = (now - out.answered_at) * 1e3
+            latency["http"] = (now - t0) * 1e3
             for stage, ms in latency.items():
                 metrics.stage_ms.labels(stage).observe(ms)
         return ScoreResponse(

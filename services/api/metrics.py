@@ -4,7 +4,9 @@
 milliseconds: ``auth``, ``queue`` (wait for the inference worker), ``gate_policy``,
 ``features``, ``sampling``, ``gnn`` (forward pass), ``fallback`` (tree model), ``rules``
 (policy-only rung), ``decision_policy``, ``ingest``, ``audit``, ``total`` (server receipt to
-audit record) and ``http`` (server receipt to response built). ``features``, ``sampling`` and
+audit record), ``handoff`` (from the worker handing the answer back to the event loop
+taking it up: the wait for the interpreter lock and the loop) and ``http`` (server receipt to
+response built). ``features``, ``sampling`` and
 the model stages are per micro-batch: each request observes its group's time.
 ``retrieval`` (similar cases and the case record) is observed only by the answers that open
 a case (review or decline).
