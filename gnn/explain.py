@@ -189,8 +189,8 @@ def occlusion_logits(
         logits = torch.empty(keep.shape[0])
         for lo in range(0, keep.shape[0], per_pass):
             batch = _replicate(base, types, cols, keep[lo : lo + per_pass])
-            out, _ = engine.fused(to_device(batch, engine.device))
-            logits[lo : lo + per_pass] = out.float().cpu()
+            out = engine.run_pass(to_device(batch, engine.device))
+            logits[lo : lo + per_pass] = out.logits.float().cpu()
         values = logits[variant_of].tolist()
     return values[0], values[1:n], values[n:]
 
