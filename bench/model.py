@@ -33,7 +33,7 @@ from common import ensure_stream, machine, table, write
 from feature_stream.features import FEATURE_NAMES
 from gnn.artifact import ModelBundle
 from gnn.baseline import TreeBaseline
-from gnn.engine import ScoringEngine, prepare, to_device
+from gnn.engine import ScoringEngine, prepare, set_math_threads, to_device
 from gnn.ladder import LADDER
 from gnn.model import TemporalHeteroGNN
 from gnn.tensorize import tensorize
@@ -148,10 +148,10 @@ def main() -> None:
 
     results: dict[str, Any] = {"by_device": {}, "fanouts": FANOUTS, "hidden": 64, "layers": 3}
     for n in (int(x) for x in args.threads.split(",")):
-        torch.set_num_threads(n)
+        set_math_threads(n)
         engine = ScoringEngine(bundle, hist.graph, hist.features, device="cpu")
         results["by_device"][f"cpu-{n}t"] = time_batches(engine, pool, sizes, args.runs, args.iters)
-    torch.set_num_threads(1)
+    set_math_threads(1)
     cpu = ScoringEngine(bundle, hist.graph, hist.features, device="cpu")
     results["rungs_cpu_1t_ms"] = time_rungs(cpu, pool, [1, 8, 32], args.iters)
     if torch.cuda.is_available():

@@ -34,15 +34,13 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-import torch
-
 from feature_stream.event_io import EventSink, InMemoryEventSink
 from feature_stream.events import Payment
 from feature_stream.feature_store import FeatureStore
 from feature_stream.graph_store import GraphStore
 from feature_stream.ingest import AnyEvent, Ingestor
 from gnn.artifact import ModelBundle
-from gnn.engine import Scored, ScoringEngine
+from gnn.engine import Scored, ScoringEngine, set_math_threads
 from gnn.ladder import Rung
 
 log = logging.getLogger("riskgraph.engine_process")
@@ -65,7 +63,7 @@ def _serve(
     """The child: rebuild the stores and the engine, then answer messages in order, calling
     ``on_quiet`` before each (nothing of the last message is alive then)."""
     if threads > 0:
-        torch.set_num_threads(threads)
+        set_math_threads(threads)
     bundle, graph, features = pickle.loads(snapshot)
     if on_loaded is not None:
         on_loaded()

@@ -17,7 +17,7 @@ from feature_stream.graph_memory import InMemoryGraphStore
 from feature_stream.graph_store import GraphStore
 from feature_stream.ingest import Ingestor
 from gnn.artifact import ModelBundle, load_artifact
-from gnn.engine import ScoringEngine
+from gnn.engine import ScoringEngine, set_math_threads
 from gnn.engine_process import EngineProcess, MirroredIngestor, RungRouter
 from services.audit import AuditSink, FileAuditSink, head_path
 from services.auth import ApiKeyRegistry, Authenticator, dev_client_entry
@@ -122,7 +122,7 @@ def build_container(
     policy = policy if policy is not None else build_policy(settings)
     audit = audit if audit is not None else build_audit(settings)
     if settings.torch_threads > 0:
-        torch.set_num_threads(settings.torch_threads)
+        set_math_threads(settings.torch_threads)
     engine_kw: dict[str, Any] = {
         "device": resolve_device(settings.device),
         "reduced_fanouts": settings.reduced_fanouts,

@@ -190,8 +190,9 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         1,
         ge=0,
-        description="RISKGRAPH_TORCH_THREADS; torch intra-op threads of the inference worker "
-        "(0: torch's default). 1 suits a 2-core host, where the other core serves HTTP",
+        description="RISKGRAPH_TORCH_THREADS; intra-op math threads of the inference worker, "
+        "torch's and numpy's BLAS (0: the libraries' defaults). 1 suits a 2-core host, where "
+        "the other core serves HTTP",
     )
     inference_process: bool = Field(
         False,

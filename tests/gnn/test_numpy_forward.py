@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import ThreadpoolController
 
 from feature_stream.features import FEATURE_NAMES
 from gnn.artifact import ModelBundle
 from gnn.baseline import TreeBaseline
-from gnn.engine import ScoringEngine, hop1_rows
+from gnn.engine import ScoringEngine, hop1_rows, set_math_threads
 from gnn.fused import FusedForward
 from gnn.model import TemporalHeteroGNN
 from gnn.numpy_forward import NumpyForward, _needed_rows
@@ -97,3 +98,20 @@ def test_the_engine_scores_with_numpy_on_a_cpu_and_agrees_with_torch(world: Worl
         assert a.score == pytest.approx(b.score, abs=1e-5)
         assert a.embedding is not None and b.embedding is not None
         np.testing.assert_allclose(a.embedding, b.embedding, rtol=1e-5, atol=1e-5)
+
+
+def test_math_threads_cap_torch_and_the_blas_behind_numpy() -> None:
+    before_torch = torch.get_num_threads()
+    controller = ThreadpoolController()
+    before = controller.select(user_api="blas").info()
+    try:
+        set_math_threads(1)
+        assert torch.get_num_threads() == 1
+        blas = controller.select(user_api="blas").info()
+        assert blas and all(lib["num_threads"] == 1 for lib in blas)
+    finally:
+        torch.set_num_threads(before_torch)
+        for lib in before:
+            controller.select(user_api="blas", prefix=lib["prefix"]).limit(
+                limits=lib["num_threads"]
+            )
