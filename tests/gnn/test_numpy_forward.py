@@ -10,7 +10,7 @@ from threadpoolctl import ThreadpoolController
 from feature_stream.features import FEATURE_NAMES
 from gnn.artifact import ModelBundle
 from gnn.baseline import TreeBaseline
-from gnn.engine import ScoringEngine, hop1_rows, set_math_threads
+from gnn.engine import ScoringEngine, hop1_rows, set_math_threads, single_blas_thread
 from gnn.fused import FusedForward
 from gnn.model import TemporalHeteroGNN
 from gnn.numpy_forward import NumpyForward, _needed_rows
@@ -111,6 +111,25 @@ def test_math_threads_cap_torch_and_the_blas_behind_numpy() -> None:
         assert blas and all(lib["num_threads"] == 1 for lib in blas)
     finally:
         torch.set_num_threads(before_torch)
+        for lib in before:
+            controller.select(user_api="blas", prefix=lib["prefix"]).limit(
+                limits=lib["num_threads"]
+            )
+
+
+def test_single_blas_thread_holds_only_inside_its_block_and_leaves_torch_alone() -> None:
+    controller = ThreadpoolController()
+    before = controller.select(user_api="blas").info()
+    torch_threads = torch.get_num_threads()
+    try:
+        controller.limit(limits=2, user_api="blas")
+        with single_blas_thread():
+            inside = controller.select(user_api="blas").info()
+            assert inside and all(lib["num_threads"] == 1 for lib in inside)
+            assert torch.get_num_threads() == torch_threads
+        after = controller.select(user_api="blas").info()
+        assert [lib["num_threads"] for lib in after] == [2] * len(after)
+    finally:
         for lib in before:
             controller.select(user_api="blas", prefix=lib["prefix"]).limit(
                 limits=lib["num_threads"]
