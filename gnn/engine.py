@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 
 import numpy as np
 import torch
-from threadpoolctl import ThreadpoolController, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 from feature_stream.events import Payment
 from feature_stream.feature_memory import InMemoryFeatureStore
@@ -75,28 +73,12 @@ class Scored:
 
 def set_math_threads(n: int) -> None:
     """Intra-op threads of this process's math, ``n ≥ 1``: torch's and the BLAS behind numpy
-    (the engine's CPU pass is numpy). A serving process on a small host wants 1: idle BLAS
-    threads spin for a while after each product and take the cores that HTTP and the other
-    process need (at 200 requests/s on 2 cores, two BLAS threads made p99 half as long again)."""
+    (with one thread the engine's CPU pass is numpy's). A serving process on a small host
+    wants 1: idle BLAS threads spin for a while after each product and take the cores that
+    HTTP and the other process need (at 200 requests/s on 2 cores, two BLAS threads made p99
+    half as long again)."""
     torch.set_num_threads(n)
     threadpool_limits(n, user_api="blas")
-
-
-@cache
-def _blas_controller() -> ThreadpoolController:
-    return ThreadpoolController()  # finds the loaded BLAS libraries once (≈ 0.4 ms)
-
-
-@contextmanager
-def single_blas_thread() -> Iterator[None]:
-    """Run numpy's BLAS on one thread inside this block (≈ 10 µs to enter and leave), then
-    restore it; torch's threads are left alone. For a process that does its own torch work
-    beside the engine, such as a backtest that retrains: the numpy pass's products are too
-    small to gain from a second BLAS thread, and that thread's spinning takes the core that
-    torch's pool and the rest of the replay need (the demo backtest ran about 8 % slower
-    with two)."""
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        yield
 
 
 def prepare(
@@ -288,8 +270,11 @@ class ScoringEngine:
             min(r, f) for r, f in zip(reduced_fanouts, full, strict=False)
         ) + tuple(full[len(reduced_fanouts) :])
         self.fused = FusedForward(self.gnn)
-        # On a CPU the same pass in numpy, about twice as fast from one query to hundreds
-        # (gnn/numpy_forward.py); torch keeps CUDA and the cached rung's injected states.
+        # On a CPU with one math thread (a serving process, see set_math_threads) the same
+        # pass in numpy, about twice as fast from one query to hundreds (gnn/numpy_forward.py).
+        # Torch keeps CUDA, the cached rung's injected states, and a CPU where it has more
+        # threads than one: numpy's pass is single-threaded, and in the handbook backtest
+        # (torch on two threads, batches of 50-512) it took 6.9 s to torch's 5.8.
         self.numpy_pass = NumpyForward(self.fused) if self.device.type == "cpu" else None
         cfg = self.gnn.config
         self.cache = (
@@ -403,9 +388,10 @@ class ScoringEngine:
     def run_pass(
         self, batch: GraphBatch, capture: dict[str, torch.Tensor] | None = None
     ) -> Forward:
-        """The GNN pass over a batch already on the engine's device: numpy on a CPU, torch
-        on CUDA (the two agree to float32 rounding; the tests hold them together)."""
-        if self.numpy_pass is not None:
+        """The GNN pass over a batch already on the engine's device: numpy on a CPU where
+        torch has one thread, torch otherwise (the two agree to float32 rounding; the tests
+        hold them together)."""
+        if self.numpy_pass is not None and torch.get_num_threads() == 1:
             return self.numpy_pass.run(batch, capture)
         return self.fused.run(batch, capture=capture)
 

@@ -1,7 +1,8 @@
 """The GNN's forward pass for training, for serving on CUDA and for the cached rung:
 :class:`FusedForward`, and the layer-by-layer reference :func:`propagate` (both compute
 :class:`~gnn.model.TemporalHeteroGNN`'s function; the tests hold them to ``model.forward``).
-On a CPU the engine serves with the same pass in numpy (:mod:`gnn.numpy_forward`)."""
+On a CPU where torch has one thread, as when serving, the engine runs the same pass in
+numpy (:mod:`gnn.numpy_forward`)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from feature_stream.events import Payment
 from feature_stream.feature_store import FeatureStore, FeatureStoreUnavailable
 from feature_stream.graph_store import GraphStore
 from gnn.artifact import ModelBundle
-from gnn.engine import Prepared, Scored, ScoringEngine, single_blas_thread
+from gnn.engine import Prepared, Scored, ScoringEngine
 from gnn.ladder import Rung
 from services.backtest.config import LeakageError, ScoredPayment
 from services.policy import PolicyEvaluator
@@ -105,11 +105,9 @@ class Scorer:
             key = (id(engine.bundle), rung)
             if key not in done:
                 prep, prep_ms = shared.get(id(engine.bundle), (None, 0.0))
-                with single_blas_thread():  # the numpy pass, beside torch's own pool
-                    t0 = time.perf_counter()
-                    scored, _ = engine.infer(batch, rung, prep)
-                    ms = (time.perf_counter() - t0) * 1e3
-                ms += prep_ms if rung == "full" else 0.0
+                t0 = time.perf_counter()
+                scored, _ = engine.infer(batch, rung, prep)
+                ms = (time.perf_counter() - t0) * 1e3 + (prep_ms if rung == "full" else 0.0)
                 done[key] = (scored, ms / len(batch))
             scored, per = done[key]
             policy = self.policies[name]

@@ -10,7 +10,7 @@ from threadpoolctl import ThreadpoolController
 from feature_stream.features import FEATURE_NAMES
 from gnn.artifact import ModelBundle
 from gnn.baseline import TreeBaseline
-from gnn.engine import ScoringEngine, hop1_rows, set_math_threads, single_blas_thread
+from gnn.engine import ScoringEngine, hop1_rows, set_math_threads
 from gnn.fused import FusedForward
 from gnn.model import TemporalHeteroGNN
 from gnn.numpy_forward import NumpyForward, _needed_rows
@@ -82,7 +82,7 @@ def test_needed_rows_keep_captured_states_up_to_the_last_layer() -> None:
     assert [np.flatnonzero(m).tolist() for m in plain] == [[0, 1, 2], [0, 1], [0]]
 
 
-def test_the_engine_scores_with_numpy_on_a_cpu_and_agrees_with_torch(world: World) -> None:
+def test_the_engine_scores_with_numpy_on_one_cpu_thread_and_agrees_with_torch(world: World) -> None:
     gnn = model(world, seed=5, bins=4, prior=False)
     x, y = np.asarray(world.rows), np.asarray(world.y)
     bundle = ModelBundle(
@@ -90,10 +90,20 @@ def test_the_engine_scores_with_numpy_on_a_cpu_and_agrees_with_torch(world: Worl
     )
     engine = ScoringEngine(bundle, world.graph, world.features)
     assert isinstance(engine.numpy_pass, NumpyForward)
+    calls = []
+    numpy_run = engine.numpy_pass.run
+    engine.numpy_pass.run = lambda *a, **k: calls.append(1) or numpy_run(*a, **k)  # type: ignore[method-assign]
     payments = world.payments[:12]
-    served, _ = engine.infer(payments, "full")
-    engine.numpy_pass = None  # the torch pass, as on CUDA
-    on_torch, _ = engine.infer(payments, "full")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as a serving process runs
+        served, _ = engine.infer(payments, "full")
+        assert len(calls) == 1
+        torch.set_num_threads(2)  # torch has threads numpy's pass would not use: torch's pass
+        on_torch, _ = engine.infer(payments, "full")
+        assert len(calls) == 1
+    finally:
+        torch.set_num_threads(before)
     for a, b in zip(served, on_torch, strict=True):
         assert a.score == pytest.approx(b.score, abs=1e-5)
         assert a.embedding is not None and b.embedding is not None
@@ -111,25 +121,6 @@ def test_math_threads_cap_torch_and_the_blas_behind_numpy() -> None:
         assert blas and all(lib["num_threads"] == 1 for lib in blas)
     finally:
         torch.set_num_threads(before_torch)
-        for lib in before:
-            controller.select(user_api="blas", prefix=lib["prefix"]).limit(
-                limits=lib["num_threads"]
-            )
-
-
-def test_single_blas_thread_holds_only_inside_its_block_and_leaves_torch_alone() -> None:
-    controller = ThreadpoolController()
-    before = controller.select(user_api="blas").info()
-    torch_threads = torch.get_num_threads()
-    try:
-        controller.limit(limits=2, user_api="blas")
-        with single_blas_thread():
-            inside = controller.select(user_api="blas").info()
-            assert inside and all(lib["num_threads"] == 1 for lib in inside)
-            assert torch.get_num_threads() == torch_threads
-        after = controller.select(user_api="blas").info()
-        assert [lib["num_threads"] for lib in after] == [2] * len(after)
-    finally:
         for lib in before:
             controller.select(user_api="blas", prefix=lib["prefix"]).limit(
                 limits=lib["num_threads"]
