@@ -221,7 +221,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="epochs of the quick model")
     ap.add_argument("--holdout-days", type=float, default=7.0)
     ap.add_argument("--batch", type=int, default=32, help="server: micro-batch size B")
-    ap.add_argument("--tau-ms", type=float, default=1.0, help="server: micro-batch wait τ (ms)")
+    ap.add_argument("--tau-ms", type=float, default=0.0, help="server: micro-batch wait τ (ms)")
     ap.add_argument("--queue", type=int, default=256, help="server: queue capacity")
     ap.add_argument("--threads", type=int, default=1, help="server: torch intra-op threads")
     ap.add_argument("--device", default="auto", help="server: auto, cpu or cuda")

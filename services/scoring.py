@@ -141,7 +141,7 @@ class ScoringService:
         region: str = "local",
         idempotency: IdempotencyCache | None = None,
         batch_max_size: int = 32,
-        batch_max_wait_ms: float = 1.0,
+        batch_max_wait_ms: float = 0.0,
         queue_capacity: int = 256,
         deadline_margin_ms: float = 1.0,
         rungs: Sequence[Rung] = LADDER,

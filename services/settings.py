@@ -137,11 +137,13 @@ class Settings(BaseSettings):
         32, ge=1, le=4096, description="RISKGRAPH_BATCH_MAX_SIZE; micro-batch flush size B"
     )
     batch_max_wait_ms: float = Field(
-        1.0,
+        0.0,
         ge=0,
         le=100,
         description="RISKGRAPH_BATCH_MAX_WAIT_MS; micro-batch flush time τ after the oldest "
-        "queued request (a request never waits for peers longer than half its deadline)",
+        "queued request (a request never waits for peers longer than half its deadline). "
+        "0: the worker takes whatever is queued when it is free, so batches still form "
+        "under load; on a 2-core CPU host that beat 1 ms up to 350 requests/s",
     )
     queue_capacity: int = Field(
         256,
