@@ -7,8 +7,9 @@ last quarter, scored at their own event time, so neighbourhoods are realistic.
 
 For each device (CPU; CUDA too when :func:`torch.cuda.is_available`) and each batch size B it
 times, per batch: features + sampling (CPU, same on every device), tensorize, forward (the
-engine's fused pass, which is what it serves; incl. host→device copy from pinned memory and
-the copy back), several runs; it reports the median
+pass the engine serves with, :meth:`ScoringEngine.run_pass`: numpy's on a CPU with one torch
+thread, torch's fused pass otherwise; incl. host→device copy from pinned memory and the copy
+back), several runs; it reports the median
 over runs of each stage's median and the resulting throughput (tx/s = B / batch time). With
 CUDA it also checks that CPU and GPU scores agree within 1e-4. ``--threads`` compares torch
 intra-op thread counts on CPU. A second table times each ladder rung at a few batch sizes.
@@ -77,7 +78,7 @@ def time_batches(
                 batch = tensorize(prep.subgraphs, [list(f.values) for f in prep.features])
                 t2 = time.perf_counter()
                 with torch.inference_mode():
-                    fwd = engine.fused.run(to_device(batch, engine.device))
+                    fwd = engine.run_pass(to_device(batch, engine.device))
                     scores = torch.sigmoid(fwd.logits).cpu()
                 _sync(engine.device)
                 t3 = time.perf_counter()
