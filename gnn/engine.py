@@ -274,7 +274,7 @@ class ScoringEngine:
         # pass in numpy, about twice as fast from one query to hundreds (gnn/numpy_forward.py).
         # Torch keeps CUDA, the cached rung's injected states, and a CPU where it has more
         # threads than one: numpy's pass is single-threaded, and in the handbook backtest
-        # (torch on two threads, batches of 50-512) it took 6.9 s to torch's 5.8.
+        # (torch on two threads, batches of up to 512 queries) it took 6.9 s to torch's 5.8.
         self.numpy_pass = NumpyForward(self.fused) if self.device.type == "cpu" else None
         cfg = self.gnn.config
         self.cache = (
