@@ -23,6 +23,7 @@ from feature_stream.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from feature_stream.graph_store import Subgraph
 from gnn.baseline import TreeBaseline
 from gnn.model import TemporalHeteroGNN
+from gnn.reasons import NO_RULE, RULE_CODES
 from gnn.tensorize import GraphBatch, tensorize
 
 ARTIFACT_FORMAT = 1
@@ -43,6 +44,16 @@ class ModelBundle:
     @property
     def fanouts(self) -> tuple[int, ...]:
         return tuple(self.manifest["fanouts"])
+
+    @property
+    def rule_rates(self) -> dict[str, float] | None:
+        """The feature rules' fraud rates on the training window (:func:`gnn.reasons.rule_rates`)
+        for the policy rung; ``None`` for an artifact that does not record one for every rule
+        this build has (trained before they were recorded, or before a rule was added)."""
+        rates = self.manifest.get("rule_rates")
+        if not isinstance(rates, dict) or not {*RULE_CODES, NO_RULE} <= rates.keys():
+            return None
+        return {k: float(v) for k, v in rates.items()}
 
     def batch(self, subgraphs: Sequence[Subgraph], rows: Sequence[Sequence[float]]) -> GraphBatch:
         """The GNN's input for sampled subgraphs and their online feature rows: the tensors,

@@ -364,7 +364,8 @@ class ScoringEngine:
             scores = self.bundle.baseline.predict(rows).tolist()
             stage = "fallback"
         else:
-            scores = [rule_score(f.as_dict()) for f in prep.features]
+            rates = self.bundle.rule_rates
+            scores = [rule_score(f.as_dict(), rates) for f in prep.features]
             stage = "rules"
         prep.timings_ms[stage] = (time.perf_counter() - t0) * 1e3
         out = []

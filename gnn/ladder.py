@@ -11,7 +11,9 @@ cached     gnn          GNN over the query and its own 1-hop entities only, enti
                         embeddings taken from earlier full passes (see
                         :class:`gnn.engine.EmbeddingCache`)
 tree       baseline     tree model on the online features, no sampling
-policy     policy       no model: a rule score from the online features, then the policy
+policy     policy       no model: a rule score from the online features (the fraud rate,
+                        on the training window, of the worst feature rule that fires; see
+                        :func:`gnn.reasons.rule_score`), then the policy
 ========== ============ ===================================================================
 
 The choice is a pure function of the remaining budget and the cost estimates

@@ -41,6 +41,7 @@ from gnn.engine import prepare
 from gnn.fused import FusedForward
 from gnn.metrics import summary
 from gnn.model import TemporalHeteroGNN
+from gnn.reasons import rule_rates
 from gnn.tensorize import GraphBatch, tensorize
 
 DAY = 86400.0
@@ -368,6 +369,8 @@ def train(
         "train_config": cfg.model_dump(mode="json"),
         "metrics": metrics,
         "stream": str(stream_dir),
+        # Weighted back to every legit payment: training kept a share of them.
+        "rule_rates": rule_rates(x_train, y_train, negative_weight=1 / cfg.negative_rate),
     }
     bundle = ModelBundle(gnn, baseline, manifest)
     save_artifact(out_dir, bundle, _model_card(manifest))
@@ -376,6 +379,11 @@ def train(
 
 def _row(name: str, m: dict[str, float]) -> str:
     return f"| {name} | {m['auprc']:.3f} | {m['roc_auc']:.3f} | {m['recall_at_fpr_1%']:.3f} |"
+
+
+def _rule_rates_line(rates: dict[str, float]) -> str:
+    top = sorted(rates.items(), key=lambda kv: -kv[1])[:3]
+    return "highest: " + ", ".join(f"`{code}` {rate:.3f}" for code, rate in top)
 
 
 def _model_card(m: dict[str, Any]) -> str:
@@ -413,6 +421,10 @@ payment's time).{prior}
 **Validation (later window).**
 
 {validation}
+
+**Policy-only rung.** When no model fits a request's deadline, the score is the fraud rate on
+the training window of the most telling feature rule that fires (`rule_rates` in
+manifest.json; {_rule_rates_line(m["rule_rates"])}).
 
 **Limits.** Trained on the data above; entities never seen before get only their own-payment
 features. Re-validate before use on another population.

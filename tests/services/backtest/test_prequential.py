@@ -94,7 +94,9 @@ def test_retraining_sees_only_what_was_visible_and_takes_over_on_schedule(
     assert retrained.error is None and retrained.since == pytest.approx(at)
     assert retrained.version.startswith("gnn-") and retrained.version != "gnn-test-1"
     assert retrained.artifact is not None
-    assert load_artifact(Path(retrained.artifact)).version == retrained.version
+    reloaded = load_artifact(Path(retrained.artifact))
+    assert reloaded.version == retrained.version
+    assert reloaded.rule_rates is not None  # the policy rung's rates, from its own window
     before = [p for p in run.payments if p.t < at]
     after = [p for p in run.payments if p.t >= at]
     assert before and after
