@@ -25,6 +25,10 @@ class LeakageError(RuntimeError):
         self.event_time = event_time
         self.used = used
 
+    def __reduce__(self) -> tuple[type[LeakageError], tuple[str, str, float, float]]:
+        # Picklable with its fields: a backtest worker process hands it to its parent.
+        return type(self), (self.model, self.transaction_id, self.event_time, self.used)
+
 
 @dataclass(frozen=True)
 class BacktestConfig:

@@ -11,7 +11,9 @@ payments of a chunk are then scored, each at its own event time. The stores answ
 with what happened strictly before the query time, so a payment scored after its chunk was
 ingested sees exactly what it would have seen online (the point-in-time property tests in
 ``tests/feature_stream/test_point_in_time.py`` prove the stores answer the same whatever
-was ingested after ``t``). Chunking is what makes a backtest fast: sampling and the GNN run
+was ingested after ``t``), except for a hub past the in-memory graph's degree cap, whose
+edge count at ``t`` shrinks as the cap drops its oldest edges for later ones (see
+:mod:`.parallel`). Chunking is what makes a backtest fast: sampling and the GNN run
 on batches instead of one payment at a time.
 
 Labels. A label is visible from its own event time, or ``label_delay_s`` after the payment
@@ -70,8 +72,10 @@ class _Replay:
         scorer: Scorer,
         cfg: BacktestConfig,
         retrainer: Retrainer | None,
+        on_scored: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.on_scored = on_scored
         self.scorer = scorer
         self.dead = InMemoryEventSink()
         self.ingestor = Ingestor(scorer.graph, scorer.features, self.dead)
@@ -141,7 +145,10 @@ class _Replay:
         self.release(self.chunk_end, inclusive=False)
         size = self.cfg.batch_size
         for i in range(0, len(self.window), size):
-            self.rows.extend(self.scorer.score(self.window[i : i + size]))
+            scored = self.scorer.score(self.window[i : i + size])
+            self.rows.extend(scored)
+            if self.on_scored is not None:
+                self.on_scored(len(scored))
         self.window.clear()
 
     def boundary(self, t: float) -> None:
@@ -182,6 +189,7 @@ def run_backtest(
     checkpoint: Checkpoint | None = None,
     source: str = "",
     on_record: Callable[[int], None] | None = None,
+    on_scored: Callable[[int], None] | None = None,
 ) -> BacktestRun:
     """Replay ``records`` (in event-time order) and score ``[cfg.since, cfg.until)`` with every
     model in ``models`` (the first is the champion).
@@ -196,11 +204,11 @@ def run_backtest(
     ``retrainer`` retrains one model on its schedule. ``checkpoint`` saves state at chunk
     boundaries and, if it says so, resumes from it; ``source`` names the records in the
     checkpoint's fingerprint. ``on_record(i)`` is called before source record ``i`` (0-based)
-    is processed."""
+    is processed, ``on_scored(n)`` after each batch of ``n`` payments is scored."""
     graph = graph if graph is not None else InMemoryGraphStore()
     features = features if features is not None else InMemoryFeatureStore()
     scorer = Scorer(models, graph, features, policy, policies, rungs, cfg.tenant)
-    replay = _Replay(scorer, cfg, retrainer)
+    replay = _Replay(scorer, cfg, retrainer, on_scored)
     resume_at = last_saved = 0
     if checkpoint is not None:
         fingerprint = {
