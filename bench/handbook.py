@@ -160,6 +160,12 @@ def main() -> None:
     ap.add_argument("--val-days", type=float, default=0.0, help="0: no early stopping")
     ap.add_argument("--max-pos-weight", type=float, default=1.0, help="1: unweighted loss")
     ap.add_argument("--feature-bins", type=int, default=16)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="replay each fold's assessment week in N forked processes (slices of event time)",
+    )
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -169,7 +175,8 @@ def main() -> None:
 
     from gnn.evaluation import ground_truth
     from gnn.train import TrainConfig, load_history, train
-    from services.backtest.run import BacktestConfig, run_backtest
+    from services.backtest.parallel import run_backtest_parallel
+    from services.backtest.run import BacktestConfig
     from services.policy_opa import WasmPolicy
 
     stream = ensure_stream(Path(args.data), Path(args.stream))
@@ -211,11 +218,13 @@ def main() -> None:
         t2 = time.perf_counter()
         window = list(records_between(stream, fit, end))
         t_scan = time.perf_counter() - t2
-        run = run_backtest(
+        run = run_backtest_parallel(
             window,
             {"gnn": bundle, "tree": bundle},
             policy,
             BacktestConfig(since=fit, until=end),
+            end,
+            args.workers,
             graph=hist.graph,
             features=hist.features,
             progress=not args.quiet,
@@ -234,6 +243,7 @@ def main() -> None:
             replay_events=run.events,
             replay_seconds=round(run.seconds, 1),
             replay_events_per_s=round(run.events / run.seconds),
+            replay_workers=args.workers,
         )
         folds.append(res)
         print(

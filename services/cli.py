@@ -258,6 +258,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             if args.checkpoint
             else None
         ),
+        workers=args.workers,
     )
     for name, m in metrics["models"].items():
         print(
@@ -498,6 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="save at the first chunk boundary after N more records (default 50000)",
     )
     b.add_argument("--resume", action="store_true", help="continue from --checkpoint DIR")
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="score N equal slices of the window's event time in N processes, same results as "
+        "one (files only; not with --retrain-every, --checkpoint or --speed; default 1)",
+    )
     b.add_argument("--k", type=int, default=100, help="cards checked per day for CP@k")
     b.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
     b.add_argument("--quiet", action="store_true", help="no progress bar")

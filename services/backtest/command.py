@@ -16,6 +16,7 @@ from gnn.evaluation import ground_truth
 from gnn.train import DAY, TrainConfig, stream_end
 from services.backtest.checkpoint import Checkpoint
 from services.backtest.metrics import compute, truth_from_labels
+from services.backtest.parallel import run_backtest_parallel
 from services.backtest.prequential import Retrainer, RetrainSchedule, parse_duration
 from services.backtest.report import write_report
 from services.backtest.run import BacktestConfig, run_backtest
@@ -96,6 +97,18 @@ def check_args(args: argparse.Namespace) -> None:
     retrain_only = (args.train_window, args.retrain_model, args.train_config)
     if not args.retrain_every and any(retrain_only):
         raise ValueError("--train-window, --retrain-model and --train-config need --retrain-every")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1:
+        serial = {
+            "--retrain-every": args.retrain_every,
+            "--checkpoint": args.checkpoint,
+            "--speed": args.speed,
+            "--kafka-bootstrap": args.kafka_bootstrap,
+        }
+        used = [name for name, value in serial.items() if value]
+        if used:
+            raise ValueError(f"--workers > 1 replays files in slices; not with {', '.join(used)}")
 
 
 def retrain_schedule(args: argparse.Namespace, models: dict[str, Path]) -> RetrainSchedule | None:
@@ -169,12 +182,17 @@ def backtest(
     speed: float | None = None,
     retrain: RetrainSchedule | None = None,
     checkpoint: Checkpoint | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Replay ``source`` with each model in ``models`` (the first is the champion), each
     under its policy in ``policies`` or else the configured decision policy; retrain, pace
-    and checkpoint as asked; write the report into ``out_dir``; return its metrics.
+    and checkpoint as asked, or replay in ``workers`` processes
+    (:mod:`services.backtest.parallel`, a stream directory only); write the report into
+    ``out_dir``; return its metrics.
 
     Retrained artifacts go to ``out_dir/models``."""
+    if workers > 1 and (retrain or checkpoint or speed or not isinstance(source, Path)):
+        raise ValueError("workers > 1 replays a stream directory without retrain/checkpoint/speed")
     loaded: dict[Path, ModelBundle] = {}  # one artifact given twice is loaded (and scored) once
     for path in models.values():
         if path not in loaded:
@@ -190,11 +208,18 @@ def backtest(
         else None
     )
     try:
-        run = run_backtest(
-            records, bundles, policy, cfg,
-            progress=progress, total=total, policies=own, speed=speed,
-            retrainer=retrainer, checkpoint=checkpoint, source=described,
-        )  # fmt: skip
+        if workers > 1:
+            assert isinstance(source, Path)
+            end = min(until, stream_end(source) + 1.0)
+            run = run_backtest_parallel(
+                records, bundles, policy, cfg, end, workers, progress=progress, policies=own
+            )
+        else:
+            run = run_backtest(
+                records, bundles, policy, cfg,
+                progress=progress, total=total, policies=own, speed=speed,
+                retrainer=retrainer, checkpoint=checkpoint, source=described,
+            )  # fmt: skip
     finally:
         for p in [policy, *own.values()]:
             p.close()

@@ -24,6 +24,13 @@ def _args(*argv: str) -> object:
         (("--stream", "s", "--from", "2026-03-01T00:00:00Z"), "use --kafka-bootstrap"),
         (("--stream", "s", "--resume"), "--resume needs --checkpoint"),
         (("--stream", "s", "--train-window", "7d"), "need --retrain-every"),
+        (("--stream", "s", "--workers", "0"), "--workers must be at least 1"),
+        (("--stream", "s", "--workers", "2", "--retrain-every", "1d"), "not with --retrain-every"),
+        (
+            ("--stream", "s", "--workers", "2", "--checkpoint", "c", "--speed", "5"),
+            "not with --checkpoint, --speed",
+        ),
+        (("--kafka-bootstrap", "k:9092", "--workers", "2"), "not with --kafka-bootstrap"),
     ],
 )
 def test_options_that_would_be_ignored_are_refused(argv: tuple[str, ...], message: str) -> None:
