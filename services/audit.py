@@ -9,8 +9,9 @@ chain), so every durable group commit also rewrites an anchor file ``<log>.head`
 last durable ``seq`` and ``hash``; verification fails if the log stops short of the anchor or
 disagrees with it. Receipts returned to callers are a second, external anchor.
 
-Writes are grouped: records are flushed at once and fsync'd (with the anchor) at most every
-``sync_every`` records or on :meth:`AuditSink.flush` / close.
+Writes are grouped: records are flushed to the OS at once, and fsync'd (with the anchor) by a
+background thread once ``sync_every`` records wait or ``max_delay_s`` after the first of them,
+and on :meth:`AuditSink.flush` / close; an append never waits for an fsync.
 """
 
 from __future__ import annotations
@@ -100,9 +101,10 @@ class FileAuditSink(AuditSink):
         mirror: Callable[[bytes], None] | None = None,
         max_delay_s: float | None = 0.05,
     ) -> None:
-        """A group commit happens every ``sync_every`` records, and at the latest
-        ``max_delay_s`` after the first record not yet synced (a background thread; ``None``
-        turns it off), so a quiet hour does not leave records waiting for company.
+        """A group commit happens once ``sync_every`` records wait, and at the latest about
+        ``max_delay_s`` after the first record not yet synced, so a quiet hour does not leave
+        records waiting for company; a background thread makes it. With ``max_delay_s=None``
+        there is no thread, and the append that completes a group commits it.
         ``mirror`` receives every line (chain order, under the append lock) once it is
         written; the Kafka audit topic hangs here in service mode."""
         self.path = Path(path)
@@ -117,18 +119,27 @@ class FileAuditSink(AuditSink):
             self._seq, self._prev = result.records, result.last_hash
         self._fh: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - long-lived
         self._pending = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the chain: sequence, previous hash, file position
+        # One group commit at a time, outside ``_lock``: an fsync takes a millisecond or two
+        # (far more on a busy disk), and appends, which run on the scoring path, go on
+        # meanwhile. Held until the anchor is written, so a flush() that gets it finds every
+        # earlier commit done; close() takes it before closing the file.
+        self._sync_lock = threading.Lock()
         self._stop = threading.Event()
+        self._due = threading.Event()  # sync_every records wait
+        self._thread: threading.Thread | None = None
         if max_delay_s is not None:
-            threading.Thread(
+            self._thread = threading.Thread(
                 target=self._sync_late, args=(max_delay_s,), name="audit-sync", daemon=True
-            ).start()
+            )
+            self._thread.start()
 
     def _sync_late(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            with self._lock:
-                if self._pending and not self._fh.closed:
-                    self._sync()
+        while not self._stop.is_set():
+            self._due.wait(every_s)
+            self._due.clear()
+            if not self._stop.is_set():
+                self._sync()
 
     def _append(self, body: dict[str, Any]) -> Receipt:
         with self._lock:
@@ -141,27 +152,37 @@ class FileAuditSink(AuditSink):
             self._seq += 1
             self._prev = h
             self._pending += 1
-            if self._pending >= self.sync_every:
+            due = self._pending >= self.sync_every
+        if due:
+            if self._thread is not None:
+                self._due.set()  # the commit thread syncs; this caller does not wait for it
+            else:
                 self._sync()
-            return receipt
+        return receipt
 
     def _sync(self) -> None:
-        """fsync the log, then atomically replace the anchor (caller holds the lock)."""
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._pending = 0
-        if self._seq:
-            write_head(self.path, self._seq - 1, self._prev)
+        """fsync what is written so far, then atomically replace the anchor with its last
+        record; appends go on meanwhile (they are not in this commit)."""
+        with self._sync_lock:
+            with self._lock:
+                if self._fh.closed or not self._pending:
+                    return  # nothing since the last commit, whose anchor is written
+                self._fh.flush()
+                fd, seq, prev = self._fh.fileno(), self._seq, self._prev
+                self._pending = 0
+            os.fsync(fd)
+            write_head(self.path, seq - 1, prev)
 
     def flush(self) -> None:
-        with self._lock:
-            if not self._fh.closed:
-                self._sync()
+        self._sync()
 
     def close(self) -> None:
         self._stop.set()
-        self.flush()
-        with self._lock:
+        self._due.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._sync()
+        with self._sync_lock, self._lock:
             self._fh.close()
 
 
