@@ -22,7 +22,7 @@ start; unweighted loss; no validation window: the weights averaged over the last
 ``--average-epochs`` of ``--epochs`` epochs are kept; ``--val-days 2 --average-epochs 0``
 early-stops on the last 2 training days instead) → ``riskgraph backtest`` over the
 assessment week on the same stores, scoring with the GNN and with the same artifact's tree
-baseline.
+baseline, in one forked worker per CPU (``--workers``, see ``services/backtest/parallel.py``).
 
     python bench/handbook.py --out runs/bench/handbook.json [--folds 4] [--epochs 20]
 """
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -163,8 +164,9 @@ def main() -> None:
     ap.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="replay each fold's assessment week in N forked processes (slices of event time)",
+        default=os.cpu_count() or 1,
+        help="replay each fold's assessment week in N forked processes, one slice of event "
+        "time each (default: one per CPU; 1 replays in this process)",
     )
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--quiet", action="store_true")
