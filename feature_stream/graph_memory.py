@@ -71,8 +71,11 @@ class _Node:
         self.rec: TxnRecord | None = None
         self.due = math.inf
 
-    def add(self, ts: float, rel: int, nbr: _Node, max_degree: int) -> int:
-        """Insert in time order; returns how many old entries the degree cap dropped."""
+    def add(self, ts: float, rel: int, nbr: _Node, max_degree: int, keep_from: float) -> int:
+        """Insert in time order; returns how many old entries the degree cap dropped.
+
+        The cap keeps the ``max_degree`` most recent edges before ``keep_from`` (the earliest
+        query time still to come) and every edge at or after it."""
         times = self.times
         if not times or ts >= times[-1]:
             times.append(ts)
@@ -84,11 +87,13 @@ class _Node:
             self.rels.insert(i, rel)
             self.nbrs.insert(i, nbr)
         if len(times) > max_degree:
-            drop = len(times) - max_degree
-            del times[:drop]
-            del self.rels[:drop]
-            del self.nbrs[:drop]
-            return drop
+            before = len(times) if times[-1] < keep_from else bisect.bisect_left(times, keep_from)
+            if before > max_degree:
+                drop = before - max_degree
+                del times[:drop]
+                del self.rels[:drop]
+                del self.nbrs[:drop]
+                return drop
         return 0
 
     def drop_before(self, ts: float) -> int:
@@ -129,6 +134,7 @@ class InMemoryGraphStore(GraphStore):
         self._half_edges = 0  # stored adjacency entries; an edge has one at each end
         self._now = -math.inf
         self._next_sweep = -math.inf
+        self._queries_from = math.inf  # see expect_queries_from; inf: at the newest event
         # What a sweep must visit, oldest first, so that it costs what it drops and not the
         # size of the graph (a full pass over the nodes stalled scoring for 16-90 ms):
         # (time of the node's oldest edge when queued, push count, node), and (time, id) of
@@ -173,6 +179,7 @@ class InMemoryGraphStore(GraphStore):
         for node, (_, _, times, rels, nbrs, rec) in zip(nodes, rows, strict=True):
             node.times, node.rels, node.rec = times, rels, rec
             node.nbrs = [nodes[j] for j in nbrs]
+        state.setdefault("_queries_from", math.inf)  # a store pickled before it existed
         self.__dict__.update(state)
         self._adj = {(n.type, n.id): n for n in nodes[:in_adj]}
         self._expiry, self._pushes = [], 0
@@ -188,9 +195,13 @@ class InMemoryGraphStore(GraphStore):
             node = self._adj[key] = _Node(key)
         return node
 
+    def expect_queries_from(self, t: float) -> None:
+        self._queries_from = t
+
     def _link(self, ts: float, rel: int, a: _Node, b: _Node) -> None:
-        dropped = a.add(ts, rel, b, self.max_degree)
-        dropped += b.add(ts, rel, a, self.max_degree)
+        keep_from = self._queries_from
+        dropped = a.add(ts, rel, b, self.max_degree, keep_from)
+        dropped += b.add(ts, rel, a, self.max_degree, keep_from)
         self._half_edges += 2 - dropped
         if ts < a.due:  # a new node, or an edge older than any it had
             self._queue(a)
@@ -213,8 +224,9 @@ class InMemoryGraphStore(GraphStore):
         if ts > self._now:
             self._now = ts
             if ts >= self._next_sweep:
-                # Sweep every tenth of the retention window: amortised O(1) per event.
-                self._evict_before(ts - self.retention_s)
+                # Sweep every tenth of the retention window: amortised O(1) per event. Not
+                # past what a query still to come keeps (a replay's chunk runs ahead of it).
+                self._evict_before(min(ts, self._queries_from) - self.retention_s)
                 self._next_sweep = ts + self.retention_s / 10
 
     def _add_payment(self, e: Payment) -> None:
@@ -318,6 +330,7 @@ class InMemoryGraphStore(GraphStore):
         me = adj.get((TXN, q.event_id))  # the query's own node, if the store holds it (a replay)
         local: dict[_Node, int] = {} if me is None else {me: 0}  # node → its index here
         max_used = -math.inf
+        max_degree = self.max_degree
         no_history = (0.0, -1.0, 0.0, 0.0)
         bisect_left = bisect.bisect_left
 
@@ -351,7 +364,9 @@ class InMemoryGraphStore(GraphStore):
                 last = node.times[k - 1]
                 if last > max_used:
                     max_used = last
-                node_attr.append((float(k), t - last, 0.0, 0.0))
+                # Online a node holds at most max_degree edges; a replay's store may hold more
+                # before t (see expect_queries_from): the count is the one seen online.
+                node_attr.append((float(k if k <= max_degree else max_degree), t - last, 0.0, 0.0))
             else:
                 node_attr.append(no_history)
             return i
@@ -390,7 +405,9 @@ class InMemoryGraphStore(GraphStore):
                 k = node.before(t)  # edges strictly before t
                 if not k:
                     continue
-                lo = k - fanout if k > fanout else 0
+                # Never more than the max_degree a node holds online (see add_node).
+                take = fanout if fanout < max_degree else max_degree
+                lo = k - take if k > take else 0
                 # The node's ``fanout`` most recent edges before t, most recent first.
                 nbrs = node.nbrs[lo:k]
                 nbrs.reverse()

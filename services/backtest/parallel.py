@@ -10,11 +10,10 @@ worker scores it and wherever its chunks begin. The merged run is the one proces
 the payments of the slices in order, and the labels, cards, event and dead-letter counts of
 the last worker, which read every record up to ``until`` as one process would.
 
-The exception is the in-memory graph's degree cap (``max_degree``, 5,000 edges per node by
-default): it drops a hub's oldest edges as newer ones arrive, so the edge count of a hub seen
-at ``t`` depends on how far past ``t`` the store has ingested. One replay with another chunk
-size differs from itself in the same way: on the demo stream, whose largest merchants pass
-the cap, GNN scores moved by up to 1.5e-4 (3e-8 with the cap lifted) and no action changed.
+That holds past the in-memory graph's degree cap too: each replay tells the graph where its
+queries start (:meth:`~feature_stream.graph_store.GraphStore.expect_queries_from`). Before
+it did, a hub's oldest edges were dropped for later ones that a chunk had already ingested,
+and on the demo stream one worker and two differed by up to 1.4e-4 in GNN score; now 3e-8.
 
 The cost of a worker beyond the first is the ingest of the records before its slice, a small
 share of what scoring costs per payment (a fraud-handbook payment scored by a GNN and a tree

@@ -11,9 +11,10 @@ payments of a chunk are then scored, each at its own event time. The stores answ
 with what happened strictly before the query time, so a payment scored after its chunk was
 ingested sees exactly what it would have seen online (the point-in-time property tests in
 ``tests/feature_stream/test_point_in_time.py`` prove the stores answer the same whatever
-was ingested after ``t``), except for a hub past the in-memory graph's degree cap, whose
-edge count at ``t`` shrinks as the cap drops its oldest edges for later ones (see
-:mod:`.parallel`). Chunking is what makes a backtest fast: sampling and the GNN run
+was ingested after ``t``). A store that drops old edges to bound its memory, as the
+in-memory graph's degree cap does for hubs, is told at each chunk where its queries start
+(:meth:`~feature_stream.graph_store.GraphStore.expect_queries_from`), so it keeps what they
+read. Chunking is what makes a backtest fast: sampling and the GNN run
 on batches instead of one payment at a time.
 
 Labels. A label is visible from its own event time, or ``label_delay_s`` after the payment
@@ -168,6 +169,9 @@ class _Replay:
             if bundle is not None:
                 self.scorer.swap(name, bundle)
                 self.artifacts[name] = str(change.artifact)
+        # The chunk is ingested before its payments are scored: the stores keep what a query
+        # at its start or later reads (nothing before ``since`` is scored).
+        self.scorer.graph.expect_queries_from(max(t, self.cfg.since))
         end = max(t, self.cfg.since) + self.cfg.chunk_s
         self.chunk_end = min(end, r.next_time) if r is not None else end
 

@@ -7,8 +7,9 @@ import pickle
 
 import pytest
 
+from feature_stream.events import Payment
 from feature_stream.graph_memory import InMemoryGraphStore
-from feature_stream.graph_schema import ACCOUNT, TXN
+from feature_stream.graph_schema import ACCOUNT, MERCHANT, TXN
 from feature_stream.graph_store import GraphStore
 from tests.factories import link, payment, ts
 from tests.feature_stream.graph_store_contract import GraphStoreContract, canonical, node_index
@@ -145,3 +146,35 @@ def test_a_late_edge_older_than_a_nodes_oldest_is_swept() -> None:
     assert store.transaction("p0") is None
     assert sampled_txns(store, 200, "a") == {"p1"}
     assert store.stats()["edges"] == 3
+
+
+def _hub_stream() -> list[Payment]:
+    """60 payments a minute apart at one merchant, from 6 accounts in turn."""
+    return [
+        payment(f"p{k}", 60.0 * k, account=f"a{k % 6}", card=f"c{k % 6}", merchant="hub")
+        for k in range(60)
+    ]
+
+
+@pytest.mark.parametrize("t", [1200.0, 1230.0, 2400.0])
+def test_a_replay_that_expects_its_queries_answers_as_online_past_the_degree_cap(t: float) -> None:
+    events = _hub_stream()
+    chunk_start = 1200.0
+    online = InMemoryGraphStore(max_degree=5)
+    for e in events:
+        if e.ts < ts(t):
+            online.add(e)
+    replay, unwarned = InMemoryGraphStore(max_degree=5), InMemoryGraphStore(max_degree=5)
+    for e in events:  # a chunk runs ahead of its queries: everything is ingested first
+        if e.ts >= ts(chunk_start):
+            replay.expect_queries_from(ts(chunk_start))
+        replay.add(e)
+        unwarned.add(e)
+    q = [payment("q", t, account="a1", card="c1", merchant="hub")]
+    fanouts = (4, 3)
+    (want,) = online.sample(q, fanouts)
+    assert canonical(replay.sample(q, fanouts)[0]) == canonical(want)
+    # What the cap does without the hint: the hub's edges before t are gone for later ones.
+    assert canonical(unwarned.sample(q, fanouts)[0]) != canonical(want)
+    hub = node_index(want)[(MERCHANT, "hub")]
+    assert want.node_attr[hub][0] == 5.0  # online, a node holds at most max_degree edges

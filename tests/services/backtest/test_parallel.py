@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from feature_stream.event_io import FileEventSource
+from feature_stream.graph_memory import InMemoryGraphStore
 from gnn.artifact import ModelBundle
 from gnn.train import DAY, stream_end
 from services.backtest.parallel import run_backtest_parallel, slice_bounds
@@ -67,3 +68,25 @@ def test_a_workers_error_reaches_the_caller(stream: Path, bundle: ModelBundle) -
             BacktestConfig(since=end - DAY), end + 1, 2, features=LeakyFeatureStore(),
             progress=False,
         )  # fmt: skip
+
+
+def test_past_the_degree_cap_neither_chunks_nor_workers_change_a_score(
+    stream: Path,
+    bundle: ModelBundle,  # noqa: F811
+) -> None:
+    end = stream_end(stream)
+    models = {"gnn": bundle}
+
+    def run(chunk_s: float, workers: int) -> dict[str, float]:
+        cfg = BacktestConfig(since=end - DAY, chunk_s=chunk_s)
+        out = run_backtest_parallel(
+            FileEventSource(stream), models, WasmPolicy(), cfg, end + 1, workers,
+            graph=InMemoryGraphStore(max_degree=4), progress=False,
+        )  # fmt: skip
+        return {p.transaction_id: p.scores["gnn"] for p in out.payments}
+
+    hourly = run(3600.0, 1)
+    assert len(hourly) > 50
+    for other in (run(600.0, 1), run(3600.0, 2)):
+        assert other.keys() == hourly.keys()
+        assert max(abs(other[k] - hourly[k]) for k in hourly) < 1e-5
