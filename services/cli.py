@@ -7,11 +7,16 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.config_files import ConfigFileError, read_json_object, read_model, validate
+from services.config_files import (
+    ConfigFileError,
+    OptionError,
+    read_json_object,
+    read_model,
+    validate,
+)
 from services.heap import tune_collector
 
 if TYPE_CHECKING:
@@ -229,6 +234,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from services.backtest.command import (
         backtest,
         check_args,
+        iso_time,
         kafka_source,
         parse_models,
         parse_policies,
@@ -239,7 +245,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     check_args(args)
     models = parse_models(args.model)
     source = Path(args.stream) if args.stream else kafka_source(args)
-    until = math.inf if args.until is None else datetime.fromisoformat(args.until).timestamp()
+    until = math.inf if args.until is None else iso_time(args.until, "--until")
     metrics = backtest(
         source,
         models,
@@ -566,9 +572,10 @@ def main(argv: list[str] | None = None) -> int:
         '"logger":"%(name)s","msg":"%(message)s"}',
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # eight lines at each import
     try:
         return int(args.func(args))
-    except ConfigFileError as exc:
+    except (ConfigFileError, OptionError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
 

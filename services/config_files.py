@@ -18,6 +18,11 @@ class ConfigFileError(ValueError):
     """A settings file (or an option over it) that cannot be used; the message says why."""
 
 
+class OptionError(ValueError):
+    """Command-line options that cannot be used as given or together; the message names them.
+    The command line prints it as a usage error, not a traceback."""
+
+
 def read_json_object(path: str | Path, option: str) -> dict[str, Any]:
     """The JSON object in ``path``; ``option`` (e.g. ``"--config"``) names it in errors."""
     try:

@@ -21,7 +21,7 @@ from services.backtest.prequential import Retrainer, RetrainSchedule, parse_dura
 from services.backtest.report import write_report
 from services.backtest.run import BacktestConfig, run_backtest
 from services.backtest.sources import KafkaRangeSource
-from services.config_files import read_model
+from services.config_files import OptionError, read_model
 from services.container import build_policy
 from services.policy import PolicyEvaluator
 from services.settings import Settings
@@ -38,7 +38,7 @@ def parse_models(specs: list[str]) -> dict[str, Path]:
         p = Path(path)
         name = name or p.name
         if name in out:
-            raise ValueError(f"model name {name!r} given twice")
+            raise OptionError(f"model name {name!r} given twice")
         out[name] = p
     return out
 
@@ -49,7 +49,7 @@ def parse_policies(specs: list[str], models: dict[str, Path]) -> dict[str, Path]
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or name not in models:
-            raise ValueError(f"--policy wants NAME=PATH with NAME one of {list(models)}: {spec!r}")
+            raise OptionError(f"--policy wants NAME=PATH with NAME one of {list(models)}: {spec!r}")
         out[name] = Path(path)
     return out
 
@@ -71,10 +71,22 @@ def load_policy(spec: Path) -> PolicyEvaluator:
     return policy
 
 
+def iso_time(text: str, option: str) -> float:
+    """Epoch seconds of an ISO 8601 option value; :class:`OptionError` naming ``option`` if it
+    is not one."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise OptionError(f"{option} wants an ISO 8601 time, got {text!r}") from None
+
+
 def _aware(text: str, option: str) -> datetime:
-    when = datetime.fromisoformat(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise OptionError(f"{option} wants an ISO 8601 time, got {text!r}") from None
     if when.tzinfo is None:
-        raise ValueError(f"{option} needs a time zone (…Z or +00:00): {text!r}")
+        raise OptionError(f"{option} needs a time zone (…Z or +00:00): {text!r}")
     return when
 
 
@@ -91,14 +103,14 @@ def kafka_source(args: argparse.Namespace) -> KafkaRangeSource:
 def check_args(args: argparse.Namespace) -> None:
     """Refuse options that would be silently ignored."""
     if args.stream and (args.topic_prefix or args.from_time or args.to_time):
-        raise ValueError("--topic-prefix, --from and --to read Kafka: use --kafka-bootstrap")
+        raise OptionError("--topic-prefix, --from and --to read Kafka: use --kafka-bootstrap")
     if args.resume and not args.checkpoint:
-        raise ValueError("--resume needs --checkpoint DIR")
+        raise OptionError("--resume needs --checkpoint DIR")
     retrain_only = (args.train_window, args.retrain_model, args.train_config)
     if not args.retrain_every and any(retrain_only):
-        raise ValueError("--train-window, --retrain-model and --train-config need --retrain-every")
+        raise OptionError("--train-window, --retrain-model and --train-config need --retrain-every")
     if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        raise OptionError(f"--workers must be at least 1, got {args.workers}")
     if args.workers > 1:
         serial = {
             "--retrain-every": args.retrain_every,
@@ -108,7 +120,7 @@ def check_args(args: argparse.Namespace) -> None:
         }
         used = [name for name, value in serial.items() if value]
         if used:
-            raise ValueError(f"--workers > 1 replays files in slices; not with {', '.join(used)}")
+            raise OptionError(f"--workers > 1 replays files in slices; not with {', '.join(used)}")
 
 
 def retrain_schedule(args: argparse.Namespace, models: dict[str, Path]) -> RetrainSchedule | None:
@@ -117,7 +129,7 @@ def retrain_schedule(args: argparse.Namespace, models: dict[str, Path]) -> Retra
         return None
     name = args.retrain_model or list(models)[-1]
     if name not in models:
-        raise ValueError(f"--retrain-model {name!r} is not one of {list(models)}")
+        raise OptionError(f"--retrain-model {name!r} is not one of {list(models)}")
     cfg = (
         read_model(TrainConfig, args.train_config, "--train-config")
         if args.train_config
@@ -135,11 +147,11 @@ def window_start(source: Source, since: str | None, last_days: float | None) -> 
     """Epoch seconds where scoring starts: ``since`` (ISO 8601), else ``last_days`` (default
     7) before the source's last payment."""
     if since is not None:
-        return datetime.fromisoformat(since).timestamp()
+        return iso_time(since, "--since")
     if isinstance(source, KafkaRangeSource):
         end = source.last_payment_time()
         if end is None:
-            raise ValueError(f"no payment in {source.describe()}")
+            raise OptionError(f"no payment in {source.describe()}")
     else:
         end = stream_end(source)
     return end - (7.0 if last_days is None else last_days) * DAY
@@ -192,7 +204,7 @@ def backtest(
 
     Retrained artifacts go to ``out_dir/models``."""
     if workers > 1 and (retrain or checkpoint or speed or not isinstance(source, Path)):
-        raise ValueError("workers > 1 replays a stream directory without retrain/checkpoint/speed")
+        raise OptionError("workers > 1 replays a stream directory without retrain/checkpoint/speed")
     loaded: dict[Path, ModelBundle] = {}  # one artifact given twice is loaded (and scored) once
     for path in models.values():
         if path not in loaded:

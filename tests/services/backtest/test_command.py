@@ -38,6 +38,28 @@ def test_options_that_would_be_ignored_are_refused(argv: tuple[str, ...], messag
         check_args(_args(*argv))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--resume",), "--resume needs --checkpoint DIR"),
+        (("--since", "yesterday"), "--since wants an ISO 8601 time, got 'yesterday'"),
+        (("--until", "2026-13-01"), "--until wants an ISO 8601 time"),
+        (
+            ("--workers", "2", "--speed", "3"),
+            "--workers > 1 replays files in slices; not with --speed",
+        ),
+    ],
+)
+def test_refused_options_are_a_usage_error_not_a_traceback(
+    argv: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["backtest", "--stream", str(tmp_path), "--model", str(tmp_path), "--out", "x", *argv]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert f"riskgraph: error: {message}" in err
+    assert "Traceback" not in err
+
+
 def test_stream_and_kafka_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         _args("--stream", "s", "--kafka-bootstrap", "127.0.0.1:9092")
