@@ -149,13 +149,15 @@ class GraphStore(abc.ABC):
         return self._evict_before(ts)
 
     def expect_queries_from(self, t: float) -> None:  # noqa: B027 - a hint; most keep all
-        """From now on no query comes before event time ``t`` (``t`` never decreases).
+        """From now on no query comes before event time ``t``.
 
         A replay says so at each chunk before ingesting it, since the chunk's events run ahead
-        of the queries scored after them. A store that drops old edges to bound its memory (the
-        in-memory degree cap) then keeps what a query at ``t`` or later reads as it would
-        online, instead of dropping it for edges that came after the query. Until it is called,
-        queries are taken to come at the newest event time, as when serving."""
+        of the queries scored after them; training history says ``-inf`` (its payments are
+        sampled at their own times), a server ``inf`` (it scores at the newest event). A store
+        that drops old edges to bound its memory (the in-memory degree cap and retention
+        sweep) then keeps what a query at ``t`` or later reads as it would online, instead of
+        dropping it for edges that came after the query. Until it is called, queries are
+        taken to come at the newest event time. Nothing dropped comes back when ``t`` falls."""
 
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:

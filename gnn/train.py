@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -122,6 +123,10 @@ def load_history(
     """Replay a stream directory into fresh in-memory stores: events with
     ``since <= event time < until`` (either bound optional)."""
     graph, feats, dead = InMemoryGraphStore(), InMemoryFeatureStore(), InMemoryEventSink()
+    # Training and evaluation sample payments at their own times, long before the last event
+    # loaded: the degree cap and the retention sweep must not drop what those queries read.
+    # A caller that goes on to serve from these stores says so (build_run_container).
+    graph.expect_queries_from(-math.inf)
     ing = Ingestor(graph, feats, dead)
     payments: list[Payment] = []
     first, last = float("inf"), float("-inf")

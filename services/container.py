@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +212,7 @@ def build_run_container(
     for old in (audit_path, head_path(audit_path), dead_path, case_path):
         old.unlink(missing_ok=True)
     shutil.rmtree(case_path.with_suffix(".faiss"), ignore_errors=True)
+    graph.expect_queries_from(math.inf)  # the API scores at the newest event from now on
     container = build_container(
         Settings(
             audit_path=audit_path, dead_letter_path=dead_path, case_db_path=case_path, **settings

@@ -3,6 +3,9 @@ the tree baseline's out-of-fold log-odds."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +14,8 @@ from gnn.artifact import ModelBundle
 from gnn.baseline import TreeBaseline
 from gnn.engine import ScoringEngine
 from gnn.tensorize import tensorize
-from gnn.train import TrainConfig, _fit_gnn, _out_of_fold, _set_priors
+from gnn.train import TrainConfig, _fit_gnn, _out_of_fold, _set_priors, load_history
+from tests.factories import payment
 from tests.gnn.conftest import FANOUTS, World
 
 
@@ -86,3 +90,26 @@ def test_a_tree_prior_model_learns_a_residual_over_the_trees_log_odds(world: Wor
     np.testing.assert_allclose(
         [s.score for s in scored], torch.sigmoid(with_prior).numpy(), rtol=0, atol=1e-5
     )
+
+
+def test_history_for_training_keeps_what_a_hubs_early_payments_read(tmp_path: Path) -> None:
+    """Training samples each payment at its own time from stores loaded to the end: a hub past
+    the degree cap (5,000 edges per node) keeps its early edges for those samples."""
+    n = 5_200
+    lines = [
+        json.dumps(
+            payment(
+                f"p{k}", 60.0 * k, account=f"a{k % 50}", card=f"c{k % 50}", merchant="hub"
+            ).model_dump(mode="json")
+        )
+        for k in range(n)
+    ]
+    (tmp_path / "payments.jsonl").write_text("\n".join(lines) + "\n")
+    hist = load_history(tmp_path, progress=False)
+    early = 60.0 * 300
+    (g,) = hist.graph.sample([payment("q", early, account="a1", card="c1", merchant="hub")], (3,))
+    hub = g.node_id.index("hub")
+    assert g.node_attr[hub][0] == 300.0  # every payment at the hub before the query
+    assert g.node_attr[hub][1] == 60.0  # the last one a minute before it
+    sampled = {g.node_id[s] for s, d in zip(g.src, g.dst, strict=True) if d == hub}
+    assert sampled == {"p297", "p298", "p299"}
