@@ -401,12 +401,12 @@ class InMemoryGraphStore(GraphStore):
         src_append = src.append
         for hop, fanout in enumerate(fanouts, start=2):
             nxt: list[_Node] = []
+            # Never more than the max_degree a node holds online (see add_node).
+            take = fanout if fanout < max_degree else max_degree
             for node in frontier:
                 k = node.before(t)  # edges strictly before t
                 if not k:
                     continue
-                # Never more than the max_degree a node holds online (see add_node).
-                take = fanout if fanout < max_degree else max_degree
                 lo = k - take if k > take else 0
                 # The node's ``fanout`` most recent edges before t, most recent first.
                 nbrs = node.nbrs[lo:k]

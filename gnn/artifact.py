@@ -14,6 +14,7 @@ import json
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class ModelBundle:
     def fanouts(self) -> tuple[int, ...]:
         return tuple(self.manifest["fanouts"])
 
-    @property
+    @cached_property  # read on every policy-rung batch; the manifest does not change
     def rule_rates(self) -> dict[str, float] | None:
         """The feature rules' fraud rates on the training window (:func:`gnn.reasons.rule_rates`)
         for the policy rung; ``None`` for an artifact that does not record one for every rule

@@ -71,20 +71,21 @@ def load_policy(spec: Path) -> PolicyEvaluator:
     return policy
 
 
-def iso_time(text: str, option: str) -> float:
-    """Epoch seconds of an ISO 8601 option value; :class:`OptionError` naming ``option`` if it
-    is not one."""
+def _iso(text: str, option: str) -> datetime:
+    """An ISO 8601 option value; :class:`OptionError` naming ``option`` if it is not one."""
     try:
-        return datetime.fromisoformat(text).timestamp()
+        return datetime.fromisoformat(text)
     except ValueError:
         raise OptionError(f"{option} wants an ISO 8601 time, got {text!r}") from None
+
+
+def iso_time(text: str, option: str) -> float:
+    """Epoch seconds of an ISO 8601 option value (see :func:`_iso`)."""
+    return _iso(text, option).timestamp()
 
 
 def _aware(text: str, option: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise OptionError(f"{option} wants an ISO 8601 time, got {text!r}") from None
+    when = _iso(text, option)
     if when.tzinfo is None:
         raise OptionError(f"{option} needs a time zone (…Z or +00:00): {text!r}")
     return when
