@@ -15,7 +15,7 @@ import abc
 import heapq
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -38,8 +38,20 @@ class EventSource(abc.ABC):
     def __iter__(self) -> Iterator[RawRecord]: ...
 
 
+Undelivered = Callable[[list[Any], BaseException], None]
+"""Called with records a sink accepted but could not deliver, and why (see
+:attr:`EventSink.on_undelivered`)."""
+
+
 class EventSink(abc.ABC):
-    """Port: somewhere records are appended (dead letters, changelog, audit copies)."""
+    """Port: somewhere records are appended (dead letters, changelog, audit copies).
+
+    A sink that writes at once raises from :meth:`send`. One that delivers later (Kafka) learns
+    of a failure after ``send`` returned: it passes those records to :attr:`on_undelivered`
+    when set, else raises from a later ``send`` or ``flush``.
+    """
+
+    on_undelivered: Undelivered | None = None
 
     @abc.abstractmethod
     def send(self, record: dict[str, Any]) -> None: ...

@@ -39,9 +39,10 @@ a score is still owed.
 verdict labels) applies the event to the window at once, so the next score sees it, and
 publishes it to its source topic (``publish``): the workers write it to Neo4j and Redis and
 send it back through the changelog, where the window drops it by event id. The API never
-writes the durable store itself. A publish that fails is logged, counted
-(``publish_failures``) and kept as a dead letter in ``undelivered`` for a replay; the window
-keeps the event.
+writes the durable store itself. A publish that fails, at once or when the broker refuses or
+times out a batch after ``send`` returned (the sink's ``on_undelivered``), is logged, counted
+(``publish_failures``, per event) and kept as a dead letter in ``undelivered`` for a replay;
+the window keeps the event.
 
 Threading: the window takes its own lock for every read and write (the follower thread writes,
 the inference worker and review threads read); the durable store's reads are thread-safe.
@@ -58,6 +59,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -309,6 +311,8 @@ class WindowedGraphStore(GraphStore):
         self.samples: Counter[str] = Counter({r: 0 for r in REASONS})
         self.publish_failures = 0
         self._publish_lock = threading.Lock()
+        if publish is not None:  # failures found after send returned (under _publish_lock)
+            publish.on_undelivered = self._not_published
 
     @classmethod
     def open(
@@ -351,19 +355,24 @@ class WindowedGraphStore(GraphStore):
             try:
                 self.publisher.send(record)
             except Exception as exc:
-                self.publish_failures += 1
-                log.exception("event %s not published; the window has it", event.event_id)
-                if self.undelivered is not None:  # kept for a replay: nothing is lost
-                    self.undelivered.send(
-                        {
-                            "topic": TOPICS[event.type],
-                            "field": "",
-                            "reason": f"fused into this replica's window but not published "
-                            f"to Kafka for the workers: {exc!r}",
-                            "value": record,
-                            "rejected_at": datetime.now(UTC).isoformat(),
-                        }
-                    )
+                self._not_published([record], exc)
+
+    def _not_published(self, records: list[Any], exc: BaseException) -> None:
+        """Count, log and dead-letter events this replica fused but could not publish."""
+        self.publish_failures += len(records)
+        for record in records:
+            log.error("event %s not published (%r); the window has it", record.get("event_id"), exc)
+            if self.undelivered is not None:  # kept for a replay: nothing is lost
+                self.undelivered.send(
+                    {
+                        "topic": TOPICS[record["type"]],
+                        "field": "",
+                        "reason": f"fused into this replica's window but not published "
+                        f"to Kafka for the workers: {exc!r}",
+                        "value": record,
+                        "rejected_at": datetime.now(UTC).isoformat(),
+                    }
+                )
 
     def _add_payment(self, e: Payment) -> None:
         self._fuse(e)
@@ -378,7 +387,7 @@ class WindowedGraphStore(GraphStore):
         self._fuse(e)
 
     def flush(self) -> None:
-        """Return once every event published so far is acknowledged (raises if one failed)."""
+        """Return once every event published so far is acknowledged or dead-lettered."""
         if self.publisher is not None:
             with self._publish_lock:
                 self.publisher.flush()

@@ -14,8 +14,10 @@ stream worker (:mod:`feature_stream.stream_app`) uses aiokafka directly.
 
 * :class:`KafkaEventSink` – idempotent producer (``enable_idempotence=True``, ``acks="all"``).
   ``send`` is asynchronous (buffered); ``flush`` returns once every record sent so far is
-  acknowledged by the broker and raises if any send failed. At-least-once: a record whose send
-  raised may still have been written.
+  acknowledged by the broker. A batch the broker refuses, or that times out, goes to
+  ``on_undelivered`` with its records when that is set (checked at each ``send`` and at
+  ``flush``); otherwise the next ``send`` or ``flush`` raises, after waiting for every batch
+  in flight. At-least-once: a record reported undelivered may still have been written.
 * :class:`KafkaEventSource` – consumer over one or more topics, optionally from a time range
   (Kafka record timestamps, i.e. produce time: ``offsets_for_times``). With a ``group_id`` it
   commits the offsets of the records it has yielded when it fetches the next batch and on
@@ -221,7 +223,7 @@ class KafkaEventSink(EventSink):
         self.topic = topic
         self.prefix = prefix
         self._loop = _LoopThread("kafka-sink")
-        self._pending: list[Future[Any]] = []
+        self._pending: list[tuple[Future[Any], list[Any]]] = []  # a batch, its values
         self._order = self._loop.call(_make_lock())
         self._producer: AIOKafkaProducer = self._loop.call(
             _make_producer(bootstrap, linger_ms, client_id)
@@ -242,9 +244,11 @@ class KafkaEventSink(EventSink):
 
     def send_many(self, items: list[tuple[str, str | None, Any]]) -> None:
         """Send ``(topic, key, value)`` triples in this order (``None`` key: :func:`record_key`)."""
-        self._pending.append(self._loop.submit(self._send_many(items)))
-        if len(self._pending) > 256:
-            self._reap(block=False)
+        pending = self._pending
+        if pending and (len(pending) > 256 or pending[0][0].done()):
+            self._reap(block=False)  # replaces self._pending
+        batch = self._loop.submit(self._send_many(items))
+        self._pending.append((batch, [value for _, _, value in items]))
 
     async def _send_many(self, items: list[tuple[str, str | None, Any]]) -> None:
         records: list[OutRecord] = []
@@ -258,13 +262,26 @@ class KafkaEventSink(EventSink):
         await asyncio.gather(*futures)
 
     def _reap(self, block: bool) -> None:
-        keep = []
-        for f in self._pending:
-            if block or f.done():
-                f.result()  # raises the send error, if any
+        """Forget the batches that are done (all of them, waiting, if ``block``); report the
+        failed ones to :attr:`on_undelivered`, else raise the first failure."""
+        keep, failed = [], []
+        for batch, values in self._pending:
+            if block or batch.done():
+                exc = batch.exception()
+                if exc is not None:
+                    failed.append((values, exc))
             else:
-                keep.append(f)
+                keep.append((batch, values))
         self._pending = keep
+        if not failed:
+            return
+        if self.on_undelivered is None:
+            exc = failed[0][1]
+            lost = sum(len(values) for values, _ in failed)
+            exc.add_note(f"{lost} record(s) in {len(failed)} batch(es) not delivered")
+            raise exc
+        for values, exc in failed:
+            self.on_undelivered(values, exc)
 
     def flush(self) -> None:
         self._reap(block=True)

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry, generate_latest
 
 from feature_stream.event_io import EventSink
@@ -278,8 +280,8 @@ def test_labels_of_payments_outside_the_window_are_looked_up_in_the_durable_stor
 
 
 class Unreachable(EventSink):
-    """A publisher whose broker cannot be reached: every send raises, as the Kafka sink does
-    once its delivery timeout expires."""
+    """A publisher that refuses at once: every send raises (the Kafka sink's later failures
+    are the real broker's, in the integration test below)."""
 
     def send(self, record: dict[str, Any]) -> None:
         raise ConnectionError("broker unreachable")
@@ -300,3 +302,64 @@ def test_an_event_that_cannot_be_published_is_kept_as_a_dead_letter() -> None:
     assert dead["topic"] == "payments"
     assert "not published" in dead["reason"] and "broker unreachable" in dead["reason"]
     assert parse_event(dead["value"]) == p  # replayable as it was
+
+
+async def _topic_refusing_records_over(topic: str, max_bytes: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        config = {"max.message.bytes": str(max_bytes)}
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=config)])
+    finally:
+        await admin.close()
+
+
+@integration
+def test_events_the_broker_refuses_after_send_returned_are_kept_as_dead_letters(
+    kafka: None,
+) -> None:
+    # Kafka reports a failed delivery only after send() returned: here the real broker
+    # refuses every batch on the payments topic (too large for it), later than the send.
+    prefix = f"t-refused-{uuid.uuid4().hex[:8]}-"
+    asyncio.run(_topic_refusing_records_over(prefix + "payments", 64))
+    asyncio.run(ensure_topics(BOOTSTRAP, all_topics(prefix)))
+    from feature_stream.event_io import InMemoryEventSink
+
+    undelivered = InMemoryEventSink()
+    publish = KafkaEventSink(BOOTSTRAP, prefix=prefix)
+    store = WindowedGraphStore(WindowGraph(YEAR), None, publish=publish, undelivered=undelivered)
+    refused = [payment(f"p-{i}", 10 + i, account="a", card="c", merchant="m") for i in range(3)]
+    delivered = login("dev-1", 20, account="a", device="d")
+    try:
+        for p in refused:
+            store.add(p)
+        store.add(delivered)
+        store.flush()  # returns: the failures were dead-lettered, not raised
+        assert all(store.transaction(p.event_id) is not None for p in refused)  # window has them
+        assert store.publish_failures == 3
+        assert sorted(parse_event(d["value"]).event_id for d in undelivered.records) == [
+            "p-0",
+            "p-1",
+            "p-2",
+        ]
+        assert all(d["topic"] == "payments" for d in undelivered.records)
+        assert all("MessageSizeTooLarge" in d["reason"] for d in undelivered.records)
+        on_topic = KafkaEventSource(BOOTSTRAP, [prefix + "device-events"], idle_timeout_s=2.0)
+        assert [r.value["event_id"] for r in on_topic] == [delivered.event_id]
+    finally:
+        store.close()
+
+
+@integration
+def test_without_a_handler_the_kafka_sink_raises_once_every_batch_is_done(kafka: None) -> None:
+    topic = f"t-refused-{uuid.uuid4().hex[:8]}"
+    asyncio.run(_topic_refusing_records_over(topic, 64))
+    sink = KafkaEventSink(BOOTSTRAP, topic)
+    try:
+        sink.send_many([(topic, "a", {"n": i}) for i in range(3)])  # one batch
+        with pytest.raises(MessageSizeTooLargeError) as err:
+            sink.flush()
+        assert err.value.__notes__ == ["3 record(s) in 1 batch(es) not delivered"]
+        sink.flush()  # nothing left in flight: the failures were reported once
+    finally:
+        sink.close()
