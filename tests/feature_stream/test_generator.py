@@ -160,6 +160,7 @@ def test_device_farm_payments_follow_three_accounts_on_the_device(
     logins = defaultdict(list)
     for d in records["device"]:
         logins[d["device_id"]].append((_when(d["event_time"]), d["account_id"]))
+    assert fraud["device_farm"]
     for p in fraud["device_farm"]:
         paid = _when(p["event_time"])
         recent = {
@@ -261,6 +262,7 @@ def test_mules_cash_out_after_receiving_transfers(records: dict, fraud: dict) ->
     for s in records["social"]:
         if s["kind"] == "p2p_transfer":
             received[s["dst_account_id"]].append(s["event_time"])
+    assert fraud["mule_chain"]
     for p in fraud["mule_chain"]:
         assert min(received[p["account_id"]]) < p["event_time"]
 

@@ -55,11 +55,8 @@ def test_max_degree_keeps_the_most_recent_edges_per_node() -> None:
 
 
 def test_max_degree_cap_keeps_edge_count_consistent() -> None:
-    """Evicting everything must leave zero edges, however many the degree cap dropped.
-
-    Currently fails: ``_Adjacency.add`` drops capped half-edges without decrementing
-    ``InMemoryGraphStore._edges``, and ``_evict_before`` then halves an odd half-edge total.
-    """
+    """Evicting everything must leave zero edges, however many the degree cap dropped (the
+    cap's dropped half-edges are counted out, so eviction cannot halve an odd total)."""
     store = InMemoryGraphStore(max_degree=5)
     for k in range(8):
         store.add(payment(f"p{k}", k, account="a", card=f"c{k}", merchant=f"m{k}"))

@@ -66,6 +66,7 @@ def test_two_writers_that_deadlock_both_commit(
         t.start()
     for t in threads:
         t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a writer hung"
     assert errors == []
     assert sorted(attempts.values()) == [1, 2]
     retries = [r.getMessage() for r in caplog.records if r.name == "riskgraph.neo4j"]
@@ -134,6 +135,7 @@ def test_workers_that_start_together_on_a_fresh_database_all_start(
         t.start()
     for t in threads:
         t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a writer hung"
     assert errors == []
     online = {
         r["name"]

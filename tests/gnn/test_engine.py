@@ -135,9 +135,10 @@ def test_reduced_fanouts_are_capped_by_the_artifacts(bundle: ModelBundle, world:
     assert engine.reduced_fanouts == (2, 3)  # the artifact samples (5, 3)
 
 
-def test_cuda_is_refused_where_there_is_none(bundle: ModelBundle, world: World) -> None:
-    if torch.cuda.is_available():
-        pytest.skip("this host has CUDA; the refusal path is for hosts without it")
+def test_cuda_is_refused_where_there_is_none(
+    bundle: ModelBundle, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU host
     with pytest.raises(ValueError, match="CUDA is not available"):
         ScoringEngine(bundle, world.graph, world.features, device="cuda")
 

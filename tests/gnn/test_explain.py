@@ -124,9 +124,9 @@ def test_a_node_with_one_edge_contributes_what_that_edge_does(
     leaves = {i: es[0] for i, es in incident.items() if i != 0 and len(es) == 1}
     assert leaves
     by_edge = {c.index: c.contribution for c in ex.edges}
-    for c in ex.nodes:
-        if c.index in leaves:
-            assert c.contribution == by_edge[leaves[c.index]]
+    by_node = {c.index: c.contribution for c in ex.nodes}
+    for node, edge in leaves.items():
+        assert by_node[node] == by_edge[edge]
 
 
 def test_contributions_do_not_depend_on_the_order_of_the_subgraph(

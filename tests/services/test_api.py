@@ -250,7 +250,8 @@ def test_gate_denial_is_403_and_audited(tmp_path: Path, bundle: ModelBundle) -> 
 
 
 class BrokenDecisions(PolicyEvaluator):
-    """A policy whose decision rules cannot be evaluated (e.g. OPA down)."""
+    """A policy whose gate answers but whose decision rules then fail, after the payment was
+    scored (an unreachable OPA server, which fails at the gate, is the next test but one)."""
 
     revision = "broken-1"
 
@@ -287,3 +288,20 @@ def test_oversized_bodies_are_413(tmp_path: Path, bundle: ModelBundle) -> None:
         )
         assert r.status_code == 413
         assert a.client.post("/v1/score", json=body()).status_code == 200
+
+
+def test_an_unreachable_opa_server_fails_closed_with_503(
+    tmp_path: Path, bundle: ModelBundle
+) -> None:
+    # The real OPA client against a port where nothing listens: the gate cannot be asked.
+    from services.policy_opa import OpaServerPolicy
+
+    dead = OpaServerPolicy("http://127.0.0.1:9", timeout_s=0.2)
+    with make_app(tmp_path, bundle, policy=dead) as a:
+        r = a.client.post("/v1/score", json=body())
+        assert r.status_code == 503
+        assert "OPA server unreachable" in r.json()["detail"]
+        (record,) = a.audit.records
+        assert record["kind"] == "inference_failed_closed"
+        assert "OPA server unreachable" in record["error"]
+        assert a.c.graph.stats()["edges"] == 0

@@ -102,6 +102,7 @@ def test_labels_wait_for_the_configured_delay(stream: Path, bundle: ModelBundle)
         expected = max(own_time[tx], paid.get(tx, -np.inf) + delay)
         assert visible == pytest.approx(expected, abs=1e-3)
     # Every scored input stayed strictly before its payment.
+    assert run.payments
     assert all(v < p.t for p in run.payments for v in p.max_time_used.values())
 
 

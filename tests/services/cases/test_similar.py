@@ -173,6 +173,7 @@ def test_adds_and_searches_from_many_threads_across_the_switch() -> None:
     index.add_many(names(1000), base[:1000])
     errors: list[BaseException] = []
     stop = threading.Event()
+    searches = [0, 0]  # per reader
 
     def writer(lo: int, hi: int) -> None:
         try:
@@ -181,15 +182,16 @@ def test_adds_and_searches_from_many_threads_across_the_switch() -> None:
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
-    def reader() -> None:
+    def reader(me: int) -> None:
         try:
             while not stop.is_set():
                 got = index.search(base[0], 3)
                 assert got[0][0] == "case-0"
+                searches[me] += 1
         except BaseException as exc:
             errors.append(exc)
 
-    readers = [threading.Thread(target=reader) for _ in range(2)]
+    readers = [threading.Thread(target=reader, args=(i,)) for i in range(2)]
     writers = [threading.Thread(target=writer, args=(a, a + 1500)) for a in (1000, 2500)]
     for t in readers + writers:
         t.start()
@@ -199,6 +201,7 @@ def test_adds_and_searches_from_many_threads_across_the_switch() -> None:
     for t in readers:
         t.join()
     assert errors == []
+    assert min(searches) > 0  # each reader searched while the writers ran
     assert index.kind == "hnsw"
     assert sorted(index.ids()) == sorted(names(4000))
     assert len(index) == 4000
