@@ -64,7 +64,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_stream.event_io import InMemoryEventSink, RawRecord
@@ -90,11 +90,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+WORKER_SERVICE_BACKENDS = {"graph_backend": "neo4j", "feature_backend": "redis"}
+"""The stores a worker writes in service mode unless a setting names others."""
+
+
 class StreamConfig(BaseSettings):
     """Settings of one stream worker. Env var = ``RISKGRAPH_`` + field name."""
 
     model_config = SettingsConfigDict(env_prefix="RISKGRAPH_", extra="forbid")
 
+    mode: Literal["embedded", "service"] = Field(
+        "embedded",
+        description="RISKGRAPH_MODE; service: Neo4j and Redis unless a backend is named, as "
+        "for the API (services.settings), so one env file configures both",
+    )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="RISKGRAPH_KAFKA_BOOTSTRAP")
     topic_prefix: str = Field("", description="RISKGRAPH_TOPIC_PREFIX; isolates tenants/tests")
     group_id: str | None = Field(
@@ -133,6 +142,14 @@ class StreamConfig(BaseSettings):
     give_up_after_s: float = Field(240.0, gt=0, description="RISKGRAPH_GIVE_UP_AFTER_S")
     session_timeout_ms: int = Field(10_000, ge=6_000, description="RISKGRAPH_SESSION_TIMEOUT_MS")
     metrics_port: int | None = Field(None, description="RISKGRAPH_METRICS_PORT; None = off")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _service_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") == "service":
+            for name, value in WORKER_SERVICE_BACKENDS.items():
+                data.setdefault(name, value)
+        return data
 
     @property
     def neo4j_auth(self) -> tuple[str, str] | None:

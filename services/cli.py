@@ -178,16 +178,18 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     from feature_stream.kafka_io import KafkaEventSink, all_topics, produce_stream
     from feature_stream.stream_app import StreamConfig
 
-    bootstrap = StreamConfig(topic_prefix=args.topic_prefix).kafka_bootstrap
-    sink = KafkaEventSink(bootstrap, prefix=args.topic_prefix)
+    given = {} if args.topic_prefix is None else {"topic_prefix": args.topic_prefix}
+    cfg = StreamConfig(**given)  # RISKGRAPH_KAFKA_BOOTSTRAP, RISKGRAPH_TOPIC_PREFIX
+    prefix = cfg.topic_prefix
+    sink = KafkaEventSink(cfg.kafka_bootstrap, prefix=prefix)
     try:
         if args.partitions is not None:
-            sink.ensure_topics(all_topics(args.topic_prefix), args.partitions)
+            sink.ensure_topics(all_topics(prefix), args.partitions)
         rate = None if args.max else args.rate
         sent = produce_stream(Path(args.stream), sink, rate=rate, progress=not args.quiet)
     finally:
         sink.close()
-    print(json.dumps({"sent": sent, "bootstrap": bootstrap, "topic_prefix": args.topic_prefix}))
+    print(json.dumps({"sent": sent, "bootstrap": cfg.kafka_bootstrap, "topic_prefix": prefix}))
     return 0
 
 
@@ -318,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="days at the end of the stream that training never reads (default 7)",
     )
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser(
@@ -328,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--model", help="artifact directory (env RISKGRAPH_MODEL_DIR)")
     s.add_argument("--history", help="stream directory replayed into the graph at start-up")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
     s.set_defaults(func=_cmd_serve)
 
     d = sub.add_parser(
@@ -338,10 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out", help="also write the summary as JSON to this file")
     d.add_argument("--workdir", default="runs/demo", help="where data, model and logs go")
-    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--seed", type=int, default=7, help="generator and training seed (7)")
     d.add_argument("--accounts", type=int, default=None, help="override the generator size")
     d.add_argument("--days", type=int, default=None, help="override the days simulated")
-    d.add_argument("--epochs", type=int, default=12)
+    d.add_argument("--epochs", type=int, default=12, help="GNN training epochs (12)")
     d.add_argument(
         "--max-api-payments",
         type=int,
@@ -355,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="payments in flight over HTTP; payments sharing an account, card, device or IP "
         "are never in flight together (default: 8)",
     )
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_demo)
 
     pr = sub.add_parser(
@@ -367,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     rate = pr.add_mutually_exclusive_group()
     rate.add_argument("--rate", type=float, default=1000.0, help="events per second (1000)")
     rate.add_argument("--max", action="store_true", help="as fast as the broker takes them")
-    pr.add_argument("--topic-prefix", default="", help="prefix of every topic name")
+    pr.add_argument(
+        "--topic-prefix", default=None, help="prefix of every topic name (RISKGRAPH_TOPIC_PREFIX)"
+    )
     pr.add_argument(
         "--partitions",
         type=_at_least_one,
@@ -526,16 +530,20 @@ def build_parser() -> argparse.ArgumentParser:
         "RISKGRAPH_AUTH_PEPPER) for RISKGRAPH_CLIENTS_FILE",
     )
     kn.add_argument("--id", required=True, help="client id")
-    kn.add_argument("--tenant", required=True)
-    kn.add_argument("--roles", default="scorer", help="comma-separated")
-    kn.add_argument("--rate-tier", default="standard")
+    kn.add_argument("--tenant", required=True, help="the tenant every request is scored for")
+    kn.add_argument("--roles", default="scorer", help="comma-separated (default scorer)")
+    kn.add_argument(
+        "--rate-tier",
+        default="standard",
+        help="the client's tier as the gate policy reports it: standard or premium (standard)",
+    )
     kn.set_defaults(func=_cmd_keys_new)
 
     t = sub.add_parser("token", help="signed tokens for analysts (the review UI)")
     tsub = t.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     tn = tsub.add_parser("new", help="print an analyst token signed with RISKGRAPH_TOKEN_SECRET")
     tn.add_argument("--user", required=True, help="analyst id")
-    tn.add_argument("--tenant", required=True)
+    tn.add_argument("--tenant", required=True, help="the tenant whose cases the analyst sees")
     tn.add_argument(
         "--roles",
         default="analyst",

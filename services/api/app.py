@@ -124,7 +124,8 @@ def create_app(container: Container) -> FastAPI:
         title="riskgraph scoring API",
         version="0.1.0",
         description="Real-time fraud scoring with a GNN over a streaming graph of payments, "
-        "devices and social links. Every endpoint but /healthz needs a credential.",
+        "devices and social links. Every endpoint but /healthz (and these docs) needs a "
+        "credential.",
     )
     metrics = ApiMetrics()
     app.state.container = container

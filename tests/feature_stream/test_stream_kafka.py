@@ -334,11 +334,16 @@ def _partition_counts(topics: list[str]) -> dict[str, int]:
 def test_produce_creates_missing_topics_with_the_partitions_asked(reference: Reference) -> None:
     prefix = _unique("produce") + "-"
     cmd = [sys.executable, "-m", "services.cli", "produce", "--stream", str(reference.directory)]
-    cmd += ["--max", "--quiet", "--topic-prefix", prefix, "--partitions", "3"]
-    env = os.environ | {"RISKGRAPH_KAFKA_BOOTSTRAP": BOOTSTRAP}
+    cmd += ["--max", "--quiet", "--partitions", "3"]
+    # The prefix from the env file the worker shares, as `riskgraph stream` reads it.
+    env = os.environ | {"RISKGRAPH_KAFKA_BOOTSTRAP": BOOTSTRAP, "RISKGRAPH_TOPIC_PREFIX": prefix}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout)["sent"] == reference.records
+    assert json.loads(out.stdout) == {
+        "sent": reference.records,
+        "bootstrap": BOOTSTRAP,
+        "topic_prefix": prefix,
+    }
     topics = list(source_topics(prefix).values())
     assert _partition_counts(topics) == {t: 3 for t in topics}
 

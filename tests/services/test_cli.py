@@ -98,6 +98,24 @@ def test_help_exits_zero_and_lists_options(
     assert missing == []
 
 
+def test_every_option_of_every_command_explains_itself() -> None:
+    import argparse
+
+    def undocumented(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        out = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    out += undocumented(sub, f"{path} {name}")
+            elif not action.help:
+                out.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+        return out
+
+    parser = build_parser()
+    assert len(parser._actions) > 2  # the walk has something to look at
+    assert undocumented(parser, "riskgraph") == []
+
+
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([])

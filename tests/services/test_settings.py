@@ -76,3 +76,18 @@ def test_every_field_documents_its_env_var() -> None:
         if f"RISKGRAPH_{name.upper()}" not in (f.description or "")
     ]
     assert undocumented == []
+
+
+def test_one_env_file_puts_the_api_and_the_stream_worker_on_the_same_backends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from feature_stream.stream_app import StreamConfig
+
+    monkeypatch.setenv("RISKGRAPH_MODE", "service")
+    api, worker = load_settings(), StreamConfig()
+    assert (api.graph_backend, api.feature_backend) == ("neo4j", "redis")
+    assert (worker.graph_backend, worker.feature_backend) == ("neo4j", "redis")
+    monkeypatch.setenv("RISKGRAPH_GRAPH_BACKEND", "memory")  # a named backend wins
+    assert (StreamConfig().graph_backend, load_settings().graph_backend) == ("memory", "memory")
+    monkeypatch.delenv("RISKGRAPH_MODE")
+    assert (StreamConfig().feature_backend, load_settings().feature_backend) == ("memory", "memory")
