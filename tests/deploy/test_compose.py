@@ -59,9 +59,7 @@ def test_the_api_gets_a_model_and_asks_the_opa_service(compose: dict[str, Any]) 
     assert api.opa_url == "http://opa:8181"
     # The model service writes the artifact the API loads, and the API waits for it.
     assert f"--out {api.model_dir}" in services["model"]["command"]
-    assert services["api"]["depends_on"]["model"] == {
-        "condition": "service_completed_successfully"
-    }
+    assert services["api"]["depends_on"]["model"] == {"condition": "service_completed_successfully"}
     assert services["model"]["restart"] == "no"
 
 
