@@ -3,12 +3,17 @@
 :class:`Ingestor` takes raw records, turns bad ones into dead letters (with the topic, offset,
 field at fault and reason, and the raw value so nothing is lost), drops exact replays by event
 id, and writes good events to the graph store and the feature store.
+
+An event dated more than :data:`MAX_AHEAD_S` after the wall clock is refused too (field
+``event_time``): nothing real happens in the future, and the stores' retention is keyed on the
+newest event time, so one payment dated in the year 3000 would expire everything held.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +33,8 @@ from feature_stream.features import observations_for
 from feature_stream.graph_store import GraphStore
 
 AnyEvent = Payment | DeviceEvent | SocialEvent | LabelEvent
+MAX_AHEAD_S = 86400.0
+"""How far past the wall clock an event may be dated (clock skew between hosts)."""
 
 
 @dataclass
@@ -59,32 +66,54 @@ def dead_letter(record: RawRecord, field_name: str, reason: str) -> dict[str, An
 class Ingestor:
     """Fuses validated events into a graph store and a feature store."""
 
-    def __init__(self, graph: GraphStore, features: FeatureStore, dead_letters: EventSink) -> None:
+    def __init__(
+        self,
+        graph: GraphStore,
+        features: FeatureStore,
+        dead_letters: EventSink,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.graph = graph
         self.features = features
         self.dead_letters = dead_letters
+        self.clock = clock
         self.stats = IngestStats()
+
+    def time_problem(self, event: AnyEvent) -> str | None:
+        """Why ``event``'s time cannot be taken (``None``: it can)."""
+        ahead = event.event_time.timestamp() - self.clock()
+        if ahead > MAX_AHEAD_S:
+            return (
+                f"{event.event_time.isoformat()} is {ahead / 86400:.1f} days after this host's "
+                f"clock (at most {MAX_AHEAD_S / 3600:g} h ahead is taken)"
+            )
+        return None
 
     def parse(self, record: RawRecord) -> AnyEvent | None:
         """Validate one raw record; a bad one goes to dead letters and ``None`` comes back."""
+        return self.parse_or_reject(record)[0]
+
+    def parse_or_reject(self, record: RawRecord) -> tuple[AnyEvent | None, dict[str, Any] | None]:
+        """:meth:`parse`, also returning the dead letter sent for a bad record (with its
+        ``field`` and ``reason``)."""
         try:
             event = parse_event(record.value)
         except InvalidEvent as exc:
-            self.dead_letters.send(dead_letter(record, exc.field, exc.reason))
-            self.stats.dead_letters += 1
-            return None
+            return None, self._reject(record, exc.field, exc.reason)
+        problem = self.time_problem(event)
+        if problem is not None:
+            return None, self._reject(record, "event_time", problem)
         expected = TOPICS[event.type]
         if record.topic and record.topic != expected:
-            self.dead_letters.send(
-                dead_letter(
-                    record,
-                    "type",
-                    f"a {event.type} event on topic {record.topic!r} (expected {expected!r})",
-                )
-            )
-            self.stats.dead_letters += 1
-            return None
-        return event
+            why = f"a {event.type} event on topic {record.topic!r} (expected {expected!r})"
+            return None, self._reject(record, "type", why)
+        return event, None
+
+    def _reject(self, record: RawRecord, field_name: str, reason: str) -> dict[str, Any]:
+        letter = dead_letter(record, field_name, reason)
+        self.dead_letters.send(letter)
+        self.stats.dead_letters += 1
+        return letter
 
     def apply(self, event: AnyEvent) -> bool:
         """Fuse one validated event; ``False`` if it was a replay of one already applied.

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from feature_stream.event_io import RawRecord
-from feature_stream.events import TOPICS, InvalidEvent, Payment, parse_event
+from feature_stream.events import TOPICS, Payment
 from services.api.metrics import ApiMetrics
 from services.api.review import add_review_routes
 from services.api.schemas import ErrorResponse, EventsResponse, ScoreRequest, ScoreResponse
@@ -207,6 +207,11 @@ def create_app(container: Container) -> FastAPI:
                 {"detail": [{"loc": ["body", *map(str, first["loc"])], "msg": first["msg"]}]},
                 status_code=422,
             )
+        problem = c.ingestor.time_problem(payment)
+        if problem is not None:
+            return JSONResponse(
+                {"detail": [{"loc": ["body", "event_time"], "msg": problem}]}, status_code=422
+            )
         deadline = min(body.deadline_ms or settings.default_deadline_ms, settings.max_deadline_ms)
         try:
             future = c.scoring.submit(payment, principal, deadline, payload, idempotency_key, t0)
@@ -271,14 +276,15 @@ def create_app(container: Container) -> FastAPI:
         rejected: list[dict[str, Any]] = []
         with c.scoring.lock:
             for i, raw in enumerate(records):
-                topic = TOPICS.get(raw.get("type", ""), "") if isinstance(raw, dict) else ""
-                rec = RawRecord(topic, raw, i)
-                try:
-                    parse_event(raw)
-                except InvalidEvent as exc:
-                    rejected.append({"index": i, "field": exc.field, "reason": exc.reason})
-                ev = c.ingestor.parse(rec)  # dead-letters the invalid ones with the reason
+                kind = raw.get("type") if isinstance(raw, dict) else None
+                topic = TOPICS.get(kind, "") if isinstance(kind, str) else ""
+                # An invalid record is dead-lettered with its reason and listed back.
+                ev, letter = c.ingestor.parse_or_reject(RawRecord(topic, raw, i))
                 if ev is None:
+                    assert letter is not None
+                    rejected.append(
+                        {"index": i, "field": letter["field"], "reason": letter["reason"]}
+                    )
                     continue
                 if c.ingestor.apply(ev):
                     accepted += 1

@@ -178,3 +178,21 @@ def test_a_label_ingested_before_its_payment_reaches_the_features() -> None:
     assert ing.apply(p)
     risk = dict(zip(FEATURE_NAMES, compute_features(later, ing.features).values, strict=True))
     assert risk["fraud_labels_card_30d"] > 0
+
+
+def test_an_event_dated_past_the_clock_by_more_than_a_day_is_a_dead_letter() -> None:
+    from feature_stream.ingest import MAX_AHEAD_S
+    from tests.factories import ts
+
+    dead = InMemoryEventSink()
+    now = ts(0)
+    ing = Ingestor(InMemoryGraphStore(), InMemoryFeatureStore(), dead, clock=lambda: now)
+    near = payment("p-near", MAX_AHEAD_S - 60, account="a", card="c", merchant="m")
+    far = payment("p-far", MAX_AHEAD_S + 60, account="a", card="c", merchant="m")
+    assert ing.ingest(RawRecord("payments", to_record(near), 0)) == near  # clock skew is fine
+    assert ing.ingest(RawRecord("payments", to_record(far), 1)) is None
+    (letter,) = dead.records
+    assert (letter["field"], letter["offset"], letter["value"]) == ("event_time", 1, to_record(far))
+    assert "after this host's clock" in letter["reason"]
+    assert ing.graph.transaction("p-far") is None
+    assert ing.stats.dead_letters == 1

@@ -217,6 +217,39 @@ def test_events_are_ingested_and_bad_ones_dead_lettered(app: App) -> None:
     assert app.c.graph.stats()["edges"] == 3
 
 
+def test_a_payment_dated_in_the_future_is_refused_and_the_graph_keeps_what_it_holds(
+    app: App,
+) -> None:
+    # One payment in the year 3000 would have been the store's "newest event": its retention
+    # sweep then expired everything older, all of it, behind a 200.
+    assert app.client.post("/v1/score", json=body()).status_code == 200
+    held = app.c.graph.stats()
+    future = "3000-01-01T00:00:00+00:00"
+    r = app.client.post("/v1/score", json=body(transaction_id="tx-2", event_time=future))
+    assert r.status_code == 422
+    (problem,) = r.json()["detail"]
+    assert problem["loc"] == ["body", "event_time"]
+    assert "after this host's clock" in problem["msg"]
+    events = [to_record(login("l-future", 0, account="acc-1", device="dev-1"))]
+    events[0]["event_time"] = future
+    out = app.client.post("/v1/events", json=events).json()
+    assert [(x["index"], x["field"]) for x in out["rejected"]] == [(0, "event_time")]
+    assert [d["field"] for d in app.dead_letters.records] == ["event_time"]
+    assert app.c.graph.stats() == held
+    assert app.c.graph.transaction("tx-1") is not None
+
+
+def test_an_event_whose_type_is_not_a_string_is_dead_lettered_not_a_500(app: App) -> None:
+    good = to_record(login("l1", 0, account="acc-1", device="dev-9"))
+    records: list[Any] = [good, {**good, "event_id": "l2", "type": ["device"]}, {"type": {}}]
+    r = app.client.post("/v1/events", json=[*records, {**good, "event_id": "l3"}])
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["accepted"] == 2  # the records after the bad ones are read too
+    assert [(x["index"], x["field"]) for x in out["rejected"]] == [(1, "type"), (2, "type")]
+    assert len(app.dead_letters.records) == 2
+
+
 def test_ops_endpoints(app: App) -> None:
     assert app.client.get("/healthz").json() == {"status": "ok"}
     ready = app.client.get("/readyz").json()
