@@ -120,7 +120,8 @@ def verify_token(secret: str, token: str | None, now: float | None = None) -> Pr
         raise AuthError("missing or malformed analyst token")
     body, sig = token.split(".")
     expected = _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(sig, expected):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    if not hmac.compare_digest(sig.encode(), expected.encode()):
         raise AuthError("analyst token signature does not verify")
     try:
         claims = json.loads(_unb64(body))

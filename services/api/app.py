@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -81,13 +82,47 @@ class BodyLimit:
             for name, value in scope["headers"]:
                 if name == b"content-length" and value.isdigit():
                     if int(value) > self.max_bytes:
-                        too_big = JSONResponse(
-                            {"detail": f"body over {self.max_bytes} bytes"}, status_code=413
-                        )
-                        await too_big(scope, receive, send)
+                        await self._too_big(scope, receive, send)
                         return
                     break
+            else:  # no declared length (chunked): read up to the limit before the app does
+                body = await self._read_at_most(receive)
+                if body is None:
+                    await self._too_big(scope, receive, send)
+                    return
+                await self.app(scope, _replay(body, receive), send)
+                return
         await self.app(scope, receive, send)
+
+    async def _too_big(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = JSONResponse({"detail": f"body over {self.max_bytes} bytes"}, status_code=413)
+        await answer(scope, receive, send)
+
+    async def _read_at_most(self, receive: Receive) -> bytes | None:
+        """The whole body, or ``None`` once it passes ``max_bytes``."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the body already read, then the client's messages."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Any:
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 class QuietPoints:
@@ -128,6 +163,14 @@ def create_app(container: Container) -> FastAPI:
         "credential.",
     )
     metrics = ApiMetrics()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each bad value back, and a NaN or an Infinity (which
+        # JSON bodies may carry) cannot be encoded in the answer: that was a 500.
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
     app.state.container = container
     app.state.metrics = metrics
     container.register_metrics(metrics.registry)  # the stores' own (service mode)

@@ -323,6 +323,49 @@ def test_oversized_bodies_are_413(tmp_path: Path, bundle: ModelBundle) -> None:
         assert a.client.post("/v1/score", json=body()).status_code == 200
 
 
+def test_a_chunked_body_is_held_to_the_same_limit(tmp_path: Path, bundle: ModelBundle) -> None:
+    import json
+
+    events = [to_record(login(f"d{i}", i, account=f"a{i}", device=f"dv{i}")) for i in range(20)]
+    data = json.dumps(events).encode()
+
+    def chunked(payload: bytes) -> Any:  # a generator body: sent without Content-Length
+        for i in range(0, len(payload), 256):
+            yield payload[i : i + 256]
+
+    json_type = {"content-type": "application/json"}
+    with make_app(tmp_path, bundle, max_body_bytes=len(data) - 1) as a:
+        r = a.client.post("/v1/events", content=chunked(data), headers=json_type)
+        assert r.status_code == 413
+        assert a.c.graph.stats()["device"] == 0  # nothing of it was read into the stores
+        fits = json.dumps(events[:10]).encode()
+        r = a.client.post("/v1/events", content=chunked(fits), headers=json_type)
+        assert (r.status_code, r.json()["accepted"]) == (200, 10)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_non_finite_amount_is_a_422_naming_it_not_a_500(app: App, value: str) -> None:
+    raw = re.sub(r'"amount": [0-9.]+', f'"amount": {value}', json_text(body()))
+    r = app.client.post("/v1/score", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert [d["loc"] for d in r.json()["detail"]] == [["body", "amount"]]
+    assert app.c.graph.stats()["edges"] == 0
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+@pytest.mark.parametrize("header", ["Authorization", "X-API-Key"])
+def test_a_credential_with_non_ascii_characters_is_a_401(app: App, header: str) -> None:
+    value = ("Bearer abc.\u00e9" if header == "Authorization" else "x.\u00e9").encode("latin-1")
+    for method, path in (("GET", "/v1/cases"), ("POST", "/v1/score"), ("GET", "/readyz")):
+        r = app.client.request(method, path, json=body(), headers={header: value})
+        assert r.status_code == 401, (path, r.text)
+
+
 def test_an_unreachable_opa_server_fails_closed_with_503(
     tmp_path: Path, bundle: ModelBundle
 ) -> None:
