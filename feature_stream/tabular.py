@@ -7,8 +7,11 @@ in event-time order, plus ``ground_truth.csv`` and ``manifest.json``, the same l
 ``riskgraph generate`` writes, so ``train``, ``backtest`` and ``produce`` read it unchanged.
 
 Every row becomes a validated :class:`~feature_stream.events.Payment`; a row that fails
-validation is written to ``rejected.jsonl`` with the field at fault and the reason, and
-counted in the manifest: nothing is dropped silently.
+validation is written to ``rejected.jsonl`` with the column at fault and the reason, and
+counted in the manifest: nothing is dropped silently. Rejected too: a row with fewer or more
+cells than the header, a cell that is not UTF-8, a label other than 0 or 1, and a transaction
+id seen on an earlier row (the stream keys everything by it). A file that cannot be read as a
+table at all (missing, empty, a named column absent) raises :class:`TableError`.
 
 A label's time is the label-time column when the mapping names one, else the payment's time
 plus ``label_delay_days`` (labels of card fraud typically arrive days to weeks later). Only
@@ -21,6 +24,7 @@ import csv
 import gzip
 import io
 import json
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,10 +91,21 @@ handbook: a customer is one account with one card, a terminal is a merchant."""
 PRESETS: dict[str, ColumnMapping] = {"handbook": HANDBOOK}
 
 
+class TableError(ValueError):
+    """The source cannot be read as a table of transactions; the message says why."""
+
+
+class _BadCell(ValueError):
+    def __init__(self, column: str, reason: str) -> None:
+        super().__init__(reason)
+        self.column = column
+
+
 def _open(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's
+    # name. surrogateescape: a byte that is not UTF-8 reaches the row, which is rejected.
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    return opener(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def _time(raw: str, naive_utc: bool) -> datetime:
@@ -99,16 +114,67 @@ def _time(raw: str, naive_utc: bool) -> datetime:
         if not naive_utc:
             raise ValueError("timestamp has no UTC offset")
         t = t.replace(tzinfo=UTC)
+    t.astimezone(UTC)  # OverflowError for a time that has no UTC equivalent
     return t
+
+
+def _cells(row: dict[str | None, Any]) -> dict[str, str]:
+    """The row's cells by column, or :class:`_BadCell` when they do not fit the header."""
+    if None in row:  # csv.DictReader keeps cells past the header under None
+        raise _BadCell("", f"{len(row[None])} more cell(s) than the header has columns")
+    short = [c for c, v in row.items() if v is None]
+    if short:
+        raise _BadCell(str(short[0]), "missing: the row has fewer cells than the header")
+    for column, value in row.items():
+        if any("\udc80" <= ch <= "\udcff" for ch in value):
+            raise _BadCell(str(column), "not valid UTF-8")
+    return row  # type: ignore[return-value]
+
+
+def _parse(column: str, parse: Any, raw: str) -> Any:
+    """``parse(raw)``, any failure blamed on ``column``."""
+    try:
+        return parse(raw)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise _BadCell(column, f"{raw!r}: {exc}") from exc
+
+
+def _amount(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
+
+
+def _label(raw: str) -> int:
+    value = float(raw)
+    if value not in (0.0, 1.0):
+        raise ValueError("a label is 0 (legitimate) or 1 (fraud)")
+    return int(value)
 
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _rows(path: Path) -> Iterator[dict[str, str]]:
+def _rows(path: Path) -> Iterator[dict[str | None, Any]]:
     with _open(path) as fh:
         yield from csv.DictReader(fh)
+
+
+def _column_of(m: ColumnMapping, field: str) -> str:
+    """The source column behind a payment field (the field's name if none maps to it)."""
+    columns = {
+        "event_id": m.transaction_id,
+        "event_time": m.timestamp,
+        "account_id": m.account,
+        "card_id": m.card,
+        "merchant_id": m.merchant,
+        "amount": m.amount,
+        "device_id": m.device,
+        "ip": m.ip,
+    }
+    return columns.get(field) or field
 
 
 def convert_table(
@@ -124,22 +190,32 @@ def convert_table(
     m = mapping
     named = [m.timestamp, m.transaction_id, m.account, m.card, m.merchant, m.amount]
     named += [c for c in (m.device, m.ip, m.label, m.label_time, m.scenario) if c]
-    with _open(source) as fh:
-        header = next(csv.reader(fh), [])
+    try:
+        with _open(source) as fh:
+            header = next(csv.reader(fh), [])
+    except OSError as exc:
+        raise TableError(f"{source}: cannot be read ({exc.strerror or exc})") from exc
+    if not header:
+        raise TableError(f"{source}: empty, no header row")
     absent = sorted(set(named) - set(header))
     if absent:
-        raise ValueError(f"{source}: no column(s) {', '.join(absent)}; the header has {header}")
+        raise TableError(f"{source}: no column(s) {', '.join(absent)}; the header has {header}")
 
     payments: list[tuple[datetime, int, str]] = []  # (time, row, JSON line)
     labels: list[tuple[datetime, int, str]] = []
     truth: list[tuple[str, str, str, int, str]] = []
     rejected = 0
     delay = timedelta(days=label_delay_days)
+    naive_utc = m.timezone_naive_is_utc
+    first_row: dict[str, int] = {}  # transaction id → the row that had it
     with open(out_dir / "rejected.jsonl", "w", encoding="utf-8") as bad:
-        for n, row in enumerate(tqdm(_rows(source), desc="read", unit="row", disable=not progress)):
+        for n, raw in enumerate(tqdm(_rows(source), desc="read", unit="row", disable=not progress)):
             try:
-                when = _time(row[m.timestamp], m.timezone_naive_is_utc)
+                row = _cells(raw)
+                when = _parse(m.timestamp, lambda v: _time(v, naive_utc), row[m.timestamp])
                 tx = m.transaction_prefix + row[m.transaction_id].strip()
+                if tx in first_row:
+                    raise _BadCell(m.transaction_id, f"{tx} is on row {first_row[tx]} already")
                 body: dict[str, Any] = {
                     "schema_version": SCHEMA_VERSION,
                     "type": "payment",
@@ -148,7 +224,7 @@ def convert_table(
                     "account_id": m.account_prefix + row[m.account].strip(),
                     "card_id": m.card_prefix + row[m.card].strip(),
                     "merchant_id": m.merchant_prefix + row[m.merchant].strip(),
-                    "amount": float(row[m.amount]),
+                    "amount": _parse(m.amount, _amount, row[m.amount]),
                     "currency": m.currency,
                     "channel": m.channel,
                 }
@@ -156,23 +232,23 @@ def convert_table(
                     body["device_id"] = m.device_prefix + row[m.device].strip()
                 if m.ip and row[m.ip].strip():
                     body["ip"] = row[m.ip].strip()
-                payment = Payment.model_validate(body)  # the check; ``body`` is what we write
-                fraud = int(float(row[m.label])) if m.label else 0
+                try:
+                    payment = Payment.model_validate(body)  # the check; ``body`` is written
+                except ValidationError as exc:
+                    field = str(exc.errors()[0]["loc"][0])
+                    raise _BadCell(_column_of(m, field), str(exc)) from exc
+                fraud = _parse(m.label, _label, row[m.label]) if m.label else 0
                 label_at = (
-                    _time(row[m.label_time], m.timezone_naive_is_utc)
+                    _parse(m.label_time, lambda v: _time(v, naive_utc), row[m.label_time])
                     if m.label_time and row[m.label_time].strip()
                     else when + delay
                 )
-            except (ValueError, KeyError, ValidationError) as exc:
-                field = (
-                    ".".join(map(str, exc.errors()[0]["loc"]))
-                    if isinstance(exc, ValidationError)
-                    else ""
-                )
-                reason = {"row": n, "field": field, "reason": str(exc)[:300], "raw": row}
+            except _BadCell as exc:
+                reason = {"row": n, "field": exc.column, "reason": str(exc)[:300], "raw": raw}
                 bad.write(json.dumps(reason) + "\n")
                 rejected += 1
                 continue
+            first_row[tx] = n
             payments.append((when, n, json.dumps(body, separators=(",", ":"))))
             scenario = row[m.scenario].strip() if m.scenario else ""
             if m.label and (fraud or m.legit_labels):

@@ -12,7 +12,7 @@ import pytest
 
 from feature_stream.event_io import FileEventSource
 from feature_stream.events import LabelEvent, Payment, parse_event
-from feature_stream.tabular import HANDBOOK, ColumnMapping, convert_table
+from feature_stream.tabular import HANDBOOK, ColumnMapping, TableError, convert_table
 
 HEADER = [
     "TRANSACTION_ID",
@@ -65,8 +65,8 @@ def test_handbook_rows_become_time_ordered_payments_and_delayed_labels(tmp_path:
 
     rejected = [json.loads(line) for line in (tmp_path / "out/rejected.jsonl").open()]
     assert {(r["raw"]["TRANSACTION_ID"], r["field"]) for r in rejected} == {
-        ("1", "amount"),
-        ("3", ""),
+        ("1", "TX_AMOUNT"),  # the source column at fault
+        ("3", "TX_DATETIME"),
     }
     assert all(r["reason"] for r in rejected)
 
@@ -106,5 +106,71 @@ def test_a_missing_column_is_named(tmp_path: Path) -> None:
     src = _write(
         tmp_path / "tx.csv.gz", ROWS, header=[h.replace("TX_AMOUNT", "AMT") for h in HEADER]
     )
-    with pytest.raises(ValueError, match="TX_AMOUNT"):
+    with pytest.raises(TableError, match="TX_AMOUNT"):
+        convert_table(src, HANDBOOK, tmp_path / "out", progress=False)
+
+
+def test_rows_that_do_not_fit_are_rejected_with_the_column_and_the_rest_kept(
+    tmp_path: Path,
+) -> None:
+    good = ["10", "2018-04-01 00:00:31", "5", "31", "57.16", "31", "0", "0", "0"]
+
+    def row(tx: str, **cells: str) -> list[str]:
+        out = [tx, *good[1:]]
+        for column, value in cells.items():
+            out[HEADER.index(column)] = value
+        return out
+
+    lines = [
+        ",".join(HEADER),
+        ",".join(good),
+        ",".join(good[:4]),  # short
+        ",".join([*row("12"), "surplus"]),
+        ",".join(row("10", TX_AMOUNT="3.00")),  # the id of the first row again
+        ",".join(row("13", TX_FRAUD="0.5")),
+        ",".join(row("14", TX_FRAUD="-1")),
+        ",".join(row("15", TX_AMOUNT="nan")),
+        ",".join(row("16", TX_AMOUNT="inf")),
+        ",".join(row("17", TX_DATETIME="9999-12-31T23:59:59-14:00")),
+        ",".join(row("18", CUSTOMER_ID="caf\xe9")),
+        ",".join(row("19", TX_FRAUD="1")),
+    ]
+    src = tmp_path / "tx.csv"
+    # A byte-order mark first, and row 18 in Latin-1: not UTF-8.
+    src.write_bytes(
+        b"\xef\xbb\xbf" + "\n".join(lines).encode("utf-8").replace(b"caf\xc3\xa9", b"caf\xe9")
+    )
+    manifest = convert_table(src, HANDBOOK, tmp_path / "out", progress=False)
+    rejected = [json.loads(line) for line in (tmp_path / "out/rejected.jsonl").open()]
+    assert [(r["row"], r["field"]) for r in rejected] == [
+        (1, "TX_AMOUNT"),  # the first column missing from the short row
+        (2, ""),
+        (3, "TRANSACTION_ID"),
+        (4, "TX_FRAUD"),
+        (5, "TX_FRAUD"),
+        (6, "TX_AMOUNT"),
+        (7, "TX_AMOUNT"),
+        (8, "TX_DATETIME"),
+        (9, "CUSTOMER_ID"),
+    ]
+    assert "row 0 already" in rejected[2]["reason"]
+    assert "not valid UTF-8" in rejected[8]["reason"]
+    assert (manifest["rows"], manifest["payments"], manifest["rejected"], manifest["fraud"]) == (
+        11,
+        2,
+        9,
+        1,
+    )
+    events = [parse_event(r.value) for r in FileEventSource(tmp_path / "out")]
+    assert sorted(e.event_id for e in events if isinstance(e, Payment)) == ["tx-10", "tx-19"]
+    (first,) = [e for e in events if isinstance(e, Payment) and e.event_id == "tx-10"]
+    assert first.amount == 57.16  # the later row with the same id did not replace it
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\n"], ids=["missing", "empty", "blank"])
+def test_a_file_that_is_no_table_is_a_table_error(tmp_path: Path, content: bytes | None) -> None:
+    src = tmp_path / "tx.csv"
+    if content is not None:
+        src.write_bytes(content)
+    with pytest.raises(TableError, match=r"tx\.csv"):
         convert_table(src, HANDBOOK, tmp_path / "out", progress=False)
