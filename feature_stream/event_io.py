@@ -86,9 +86,12 @@ class FileEventSource(EventSource):
             yield rec
 
     def _read(self, rank: int, topic: str) -> Iterator[tuple[str, int, int, RawRecord]]:
-        with open(self.directory / f"{topic}.jsonl", encoding="utf-8") as fh:
-            for offset, line in enumerate(fh):
-                line = line.strip()
+        with open(self.directory / f"{topic}.jsonl", "rb") as fh:
+            for offset, raw in enumerate(fh):
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError:  # kept, escaped, for validation to reject
+                    line = raw.decode("utf-8", "backslashreplace").strip()
                 if not line:
                     continue
                 try:
@@ -108,7 +111,7 @@ def sort_time(when: Any) -> str:
         return ""
     try:
         return datetime.fromisoformat(when).astimezone(UTC).isoformat()
-    except ValueError:
+    except (ValueError, OverflowError):  # year 9999 at -14:00 is past datetime's range in UTC
         return ""
 
 

@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from feature_stream.event_io import FileEventSource, InMemoryEventSink
+from feature_stream.event_io import FileEventSource, InMemoryEventSink, sort_time
 from feature_stream.events import Payment
 from feature_stream.feature_memory import InMemoryFeatureStore
 from feature_stream.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
@@ -152,14 +152,19 @@ def stream_end(stream_dir: Path) -> float:
     """Event time of the last payment in a stream directory (reads ``manifest.json`` if any)."""
     manifest = Path(stream_dir) / "manifest.json"
     if manifest.exists():
-        m = json.loads(manifest.read_text())
-        last = m.get("files", {}).get("payments.jsonl", {}).get("last_event_time")
-        if last:
-            return datetime.fromisoformat(last).timestamp()
+        try:
+            m = json.loads(manifest.read_text())
+            last = m.get("files", {}).get("payments.jsonl", {}).get("last_event_time")
+            if last:
+                return datetime.fromisoformat(last).timestamp()
+        except (ValueError, AttributeError, OverflowError):
+            pass  # a manifest that does not say: read the payments
     last_ts = float("-inf")
     for rec in FileEventSource(stream_dir, topics=("payments",)):
-        if isinstance(rec.value, dict) and isinstance(rec.value.get("event_time"), str):
-            last_ts = max(last_ts, datetime.fromisoformat(rec.value["event_time"]).timestamp())
+        when = rec.value.get("event_time") if isinstance(rec.value, dict) else None
+        utc = sort_time(when)  # "": no time; such records are the replay's dead letters
+        if utc:
+            last_ts = max(last_ts, datetime.fromisoformat(utc).timestamp())
     return last_ts
 
 

@@ -213,18 +213,21 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from feature_stream.tabular import PRESETS, ColumnMapping, convert_table
+    from feature_stream.tabular import PRESETS, ColumnMapping, TableError, convert_table
 
     if (args.preset is None) == (args.mapping is None):
-        raise SystemExit("riskgraph convert: give exactly one of --preset and --mapping")
+        raise OptionError("convert: give exactly one of --preset and --mapping")
     mapping = (
         PRESETS[args.preset]
         if args.preset
         else read_model(ColumnMapping, args.mapping, "--mapping")
     )
-    manifest = convert_table(
-        Path(args.input), mapping, Path(args.out), args.label_delay_days, not args.quiet
-    )
+    try:
+        manifest = convert_table(
+            Path(args.input), mapping, Path(args.out), args.label_delay_days, not args.quiet
+        )
+    except TableError as exc:
+        raise OptionError(f"--input {exc}") from exc
     print(json.dumps({k: v for k, v in manifest.items() if k != "mapping"}, indent=2))
     return 0
 
@@ -236,6 +239,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from services.backtest.command import (
         backtest,
         check_args,
+        check_stream,
         iso_time,
         kafka_source,
         parse_models,
@@ -246,13 +250,16 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     check_args(args)
     models = parse_models(args.model)
-    source = Path(args.stream) if args.stream else kafka_source(args)
     until = math.inf if args.until is None else iso_time(args.until, "--until")
+    since = None if args.since is None else iso_time(args.since, "--since")
+    if args.stream:  # the options first, then the files
+        check_stream(Path(args.stream))
+    source = Path(args.stream) if args.stream else kafka_source(args)
     metrics = backtest(
         source,
         models,
         Path(args.out),
-        since=window_start(source, args.since, args.last_days),
+        since=since if since is not None else window_start(source, None, args.last_days),
         until=until,
         label_delay_days=args.label_delay_days,
         k=args.k,

@@ -6,7 +6,7 @@ import argparse
 import hashlib
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,21 @@ def retrain_schedule(args: argparse.Namespace, models: dict[str, Path]) -> Retra
     )
 
 
+def check_stream(stream: Path) -> None:
+    """Refuse (:class:`OptionError`) a ``--stream`` that is no stream directory."""
+    if not stream.is_dir():
+        raise OptionError(f"--stream {stream}: not a directory")
+    try:
+        FileEventSource(stream)
+    except FileNotFoundError as exc:
+        raise OptionError(f"--stream {stream}: {exc}") from exc
+
+
+def _shown(t: float) -> str:
+    """Epoch seconds as ISO 8601 for a message (``end`` for infinity)."""
+    return datetime.fromtimestamp(t, UTC).isoformat() if math.isfinite(t) else "end"
+
+
 def window_start(source: Source, since: str | None, last_days: float | None) -> float:
     """Epoch seconds where scoring starts: ``since`` (ISO 8601), else ``last_days`` (default
     7) before the source's last payment."""
@@ -207,9 +222,12 @@ def backtest(
     if workers > 1 and (retrain or checkpoint or speed or not isinstance(source, Path)):
         raise OptionError("workers > 1 replays a stream directory without retrain/checkpoint/speed")
     loaded: dict[Path, ModelBundle] = {}  # one artifact given twice is loaded (and scored) once
-    for path in models.values():
+    for name, path in models.items():
         if path not in loaded:
-            loaded[path] = load_artifact(path)
+            try:
+                loaded[path] = load_artifact(path)
+            except (OSError, ValueError) as exc:  # not an artifact, or one this build refuses
+                raise OptionError(f"--model {name}={path}: {exc}") from exc
     bundles = {name: loaded[path] for name, path in models.items()}
     policy = build_policy(Settings())
     own = {name: load_policy(spec) for name, spec in (policies or {}).items()}
@@ -236,6 +254,11 @@ def backtest(
     finally:
         for p in [policy, *own.values()]:
             p.close()
+    if not run.payments:
+        raise OptionError(
+            f"no payment of {described} in the scored window "
+            f"[{_shown(since)}, {_shown(until)}): see --since, --last-days and --until"
+        )
     stream = source if isinstance(source, Path) else None
     truth = (
         ground_truth(stream)

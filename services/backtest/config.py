@@ -97,3 +97,4 @@ class BacktestRun:
     config: BacktestConfig
     policy_revisions: dict[str, str] = field(default_factory=dict)  # name → its policy
     model_changes: list[ModelChange] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)  # the dead letters themselves

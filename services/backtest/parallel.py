@@ -182,4 +182,5 @@ def run_backtest_parallel(
         config=cfg,
         policy_revisions=first.policy_revisions,
         model_changes=first.model_changes,
+        dead=last.dead,  # the last slice's worker read every record
     )

@@ -188,7 +188,8 @@ figure{{display:inline-block;margin:0.5em}}
 label delay {cfg["label_delay_s"] / 86400:g} days; {m["known_compromised_cards"]:,} cards known
 compromised before the window are left out of Card Precision@{m["k"]}. Replay:
 {m["replay"]["events"]:,} events in {m["replay"]["seconds"]} s
-({m["replay"]["events_per_s"]:,} events/s), {m["replay"]["dead_letters"]} dead letters.
+({m["replay"]["events_per_s"]:,} events/s), {m["replay"]["dead_letters"]} dead letters
+(each with its reason in <code>dead_letters.jsonl</code>).
 Decision policy revision {html.escape(m["policy_revision"])}; champion
 <b>{html.escape(m["champion"])}</b>.</p>
 <h2>Headline</h2>{headline}
@@ -209,15 +210,20 @@ def write_report(
     out_dir: Path,
     title: str = "riskgraph backtest",
 ) -> dict[str, Path]:
-    """Write ``report.json``, ``scores.csv`` and ``report.html`` into ``out_dir``."""
+    """Write ``report.json``, ``scores.csv``, ``report.html`` and ``dead_letters.jsonl`` (the
+    records the replay rejected, each with its field and reason) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": out_dir / "report.json",
         "csv": out_dir / "scores.csv",
         "html": out_dir / "report.html",
+        "dead_letters": out_dir / "dead_letters.jsonl",
     }
     paths["json"].write_text(json.dumps(metrics, indent=2))
+    with paths["dead_letters"].open("w", encoding="utf-8") as fh:
+        for letter in run.dead:
+            fh.write(json.dumps(letter) + "\n")
     write_scores_csv(run, truth, paths["csv"])
     paths["html"].write_text(render_html(run, truth, metrics, title))
     return paths

@@ -268,4 +268,5 @@ def run_backtest(
         config=cfg,
         policy_revisions={n: p.revision for n, p in scorer.policies.items()},
         model_changes=replay.changes,
+        dead=list(replay.dead.records),
     )

@@ -149,3 +149,20 @@ def test_in_memory_sink_keeps_records() -> None:
     sink.send({"b": 2})
     sink.close()
     assert sink.records == [{"a": 1}, {"b": 2}]
+
+
+def test_a_line_that_is_not_utf8_or_has_a_time_out_of_range_is_a_record_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    past_range = to_record(payment("p-far", 3)) | {"event_time": "9999-12-31T23:59:59-14:00"}
+    write_lines(tmp_path / "payments.jsonl", [to_record(payment("p1", 1)), past_range])
+    with open(tmp_path / "payments.jsonl", "ab") as fh:
+        fh.write(b'{"type":"payment","event_id":"caf\xe9"}\n')  # Latin-1, not UTF-8
+    out = list(FileEventSource(tmp_path))
+    assert sorted(r.offset for r in out) == [0, 1, 2]
+    sink = InMemoryEventSink()
+    stats = Ingestor(InMemoryGraphStore(), InMemoryFeatureStore(), sink).run(out)
+    assert sum(stats.accepted.values()) == 1
+    assert sorted((d["offset"], d["field"]) for d in sink.records) == [(1, "event_time"), (2, "$")]
+    (not_utf8,) = [d for d in sink.records if d["offset"] == 2]
+    assert "caf\\xe9" in not_utf8["value"]  # the byte is kept, escaped

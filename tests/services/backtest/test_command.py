@@ -109,3 +109,52 @@ def test_a_policy_challenger_from_the_command_line_and_a_resumed_finished_run(
     assert cli([*argv, "--resume", "--out", str(tmp_path / "b")]) == 0
     csv_a = (tmp_path / "a" / "scores.csv").read_text()
     assert (tmp_path / "b" / "scores.csv").read_text() == csv_a
+
+
+def test_inputs_that_cannot_be_backtested_are_one_line_errors(
+    stream: Path, bundle: ModelBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = save_artifact(tmp_path / "model", bundle, "test model")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "not-a-model").mkdir()
+    cases = [
+        (["--stream", str(tmp_path / "missing"), "--model", str(model)], "not a directory"),
+        (["--stream", str(tmp_path / "empty"), "--model", str(model)], "no stream files"),
+        (
+            ["--stream", str(stream), "--model", f"m={tmp_path / 'not-a-model'}"],
+            "--model m=",
+        ),
+        (
+            ["--stream", str(stream), "--model", str(model), "--since", "2030-01-01T00:00:00Z"],
+            "no payment of",
+        ),
+    ]
+    for argv, message in cases:
+        code = cli(["backtest", *argv, "--out", str(tmp_path / "out"), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert err.startswith("riskgraph: error: ") and message in err, err
+        assert "Traceback" not in err
+
+
+def test_the_report_keeps_every_dead_letter_with_its_reason(
+    stream: Path, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "stream"
+    shutil.copytree(stream, copy)
+    with open(copy / "payments.jsonl", "ab") as fh:
+        fh.write(b"{truncated\n")
+        fh.write(b'{"type":"payment","event_id":"caf\xe9"}\n')
+    model = save_artifact(tmp_path / "model", bundle, "test model")
+    argv = ["backtest", "--stream", str(copy), "--model", str(model), "--last-days", "0.5"]
+    assert cli([*argv, "--quiet", "--out", str(tmp_path / "out")]) == 0
+    lines = (tmp_path / "out" / "dead_letters.jsonl").read_text().splitlines()
+    letters = [json.loads(line) for line in lines]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(letters) == report["replay"]["dead_letters"]
+    values = [d["value"] for d in letters]
+    assert "{truncated" in values
+    assert any("caf\\xe9" in str(v) for v in values)
+    assert all(d["reason"] and "field" in d for d in letters)
