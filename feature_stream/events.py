@@ -92,7 +92,10 @@ class Payment(EventBase):
     account_id: Id
     card_id: Id
     merchant_id: Id
-    amount: float = Field(gt=0, le=1_000_000, description="Amount in major units of currency")
+    # strict: a number, not "12" or true (a producer that sends those has a bug to see)
+    amount: float = Field(
+        gt=0, le=1_000_000, strict=True, description="Amount in major units of currency"
+    )
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     channel: Literal["card_present", "ecommerce", "p2p"] = "ecommerce"
     device_id: Id | None = None
@@ -124,7 +127,7 @@ class SocialEvent(EventBase):
     kind: Literal["p2p_transfer", "contact", "shared_phone", "shared_address"]
     src_account_id: Id
     dst_account_id: Id
-    amount: float | None = Field(default=None, gt=0, le=1_000_000)
+    amount: float | None = Field(default=None, gt=0, le=1_000_000, strict=True)
 
     @model_validator(mode="after")
     def _check(self) -> SocialEvent:
@@ -146,7 +149,7 @@ class LabelEvent(EventBase):
     type: Literal["label"] = "label"
     transaction_id: Id
     account_id: Id
-    is_fraud: bool
+    is_fraud: bool = Field(strict=True)  # true or false, not "yes" or 1
     source: Literal["chargeback", "analyst"] = "chargeback"
 
     @property

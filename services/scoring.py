@@ -173,8 +173,10 @@ class ScoringService:
         )
 
     def input_hash(self, payload: dict[str, Any]) -> str:
-        """Keyed hash of the request: the audit log proves what was scored without holding PII."""
-        body = json.dumps(payload, sort_keys=True, default=str).encode()
+        """Keyed hash of the payment in a request: the audit log proves what was scored without
+        holding PII. The deadline is left out: a retry with less time left is the same request."""
+        payment = {k: v for k, v in payload.items() if k != "deadline_ms"}
+        body = json.dumps(payment, sort_keys=True, default=str).encode()
         return hmac.new(self.audit_key, body, hashlib.sha256).hexdigest()
 
     # -- callers -------------------------------------------------------------------------------
@@ -265,6 +267,9 @@ class ScoringService:
             keys.add(k)
             try:
                 cached = self.idempotency.get(k[0], k[1], job.body_hash)
+                if cached is None:  # one transaction id names one payment, whatever the key
+                    tx = job.payment.event_id
+                    self.idempotency.bind(k[0], tx, job.body_hash, remember=job.key != tx)
             except IdempotencyConflict as exc:
                 resolve(i, exc)
                 continue

@@ -20,7 +20,7 @@ class ScoreRequest(BaseModel):
     account_id: Id
     card_id: Id
     merchant_id: Id
-    amount: float = Field(gt=0, le=1_000_000)
+    amount: float = Field(gt=0, le=1_000_000, strict=True)  # a number, not "12" or true
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     channel: Literal["card_present", "ecommerce", "p2p"] = "ecommerce"
     device_id: Id | None = None

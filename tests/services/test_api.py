@@ -352,6 +352,17 @@ def test_a_non_finite_amount_is_a_422_naming_it_not_a_500(app: App, value: str) 
     assert app.c.graph.stats()["edges"] == 0
 
 
+@pytest.mark.parametrize("value", ["12", True], ids=["string", "bool"])
+def test_an_amount_that_is_not_a_number_is_a_422(app: App, value: object) -> None:
+    r = app.client.post("/v1/score", json=body(amount=value))
+    assert r.status_code == 422
+    assert [d["loc"] for d in r.json()["detail"]] == [["body", "amount"]]
+    events = [to_record(payment("p-str", 3)) | {"amount": value}]
+    out = app.client.post("/v1/events", json=events).json()
+    assert [(x["index"], x["field"]) for x in out["rejected"]] == [(0, "amount")]
+    assert app.c.graph.stats()["edges"] == 0
+
+
 def json_text(value: Any) -> str:
     import json
 

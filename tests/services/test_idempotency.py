@@ -37,6 +37,31 @@ def test_a_key_reused_with_another_body_is_409(app: App) -> None:
     assert "another body" in r.json()["detail"]
 
 
+def test_a_retry_with_less_time_left_is_the_same_request(app: App) -> None:
+    first = app.client.post("/v1/score", json=body(deadline_ms=50))
+    again = app.client.post("/v1/score", json=body(deadline_ms=20))  # its budget shrank
+    assert first.status_code == again.status_code == 200
+    assert first.json()["receipt"] == again.json()["receipt"]
+    assert len(app.audit.records) == 1
+
+
+@pytest.mark.parametrize("first_key", [None, "k-a"], ids=["id-as-key", "own-key"])
+def test_another_payment_under_a_scored_transaction_id_is_409_whatever_the_key(
+    app: App, first_key: str | None
+) -> None:
+    headers = {} if first_key is None else {"Idempotency-Key": first_key}
+    assert app.client.post("/v1/score", json=body(), headers=headers).is_success
+    held = app.c.graph.transaction("tx-1")
+    r = app.client.post("/v1/score", json=body(amount=999.0), headers={"Idempotency-Key": "k-b"})
+    assert r.status_code == 409
+    assert "transaction id 'tx-1' was scored with another body" in r.json()["detail"]
+    # The same payment again under yet another key is a re-score, not a conflict.
+    same = app.client.post("/v1/score", json=body(), headers={"Idempotency-Key": "k-c"})
+    assert same.status_code == 200
+    assert app.c.graph.transaction("tx-1") == held
+    assert app.c.ingestor.stats.accepted["payment"] == 1
+
+
 def test_the_cache_is_bounded_and_scoped_by_caller() -> None:
     c = IdempotencyCache(max_entries=2)
     for i in range(3):
