@@ -204,6 +204,11 @@ def simulate(config: GeneratorConfig) -> tuple[World, EventLog]:
     return world, log
 
 
+def last_event_time(config: GeneratorConfig) -> datetime:
+    """The latest time any event of ``config``'s stream may carry (its last labels)."""
+    return config.start + timedelta(days=config.days + config.label_delay_days_max)
+
+
 def generate(config: GeneratorConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Simulate the stream described by ``config`` into ``out_dir``; return the manifest.
 

@@ -20,6 +20,7 @@ from services.config_files import (
 from services.heap import tune_collector
 
 if TYPE_CHECKING:
+    from feature_stream.generator import GeneratorConfig
     from gnn.train import TrainConfig
 
 
@@ -36,7 +37,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         }.items()
         if v is not None
     }
-    manifest = generate(GeneratorConfig(**overrides), Path(args.out), progress=not args.quiet)
+    config = GeneratorConfig(**overrides)
+    _refuse_a_future_stream(config)
+    manifest = generate(config, Path(args.out), progress=not args.quiet)
     print(json.dumps({k: manifest[k] for k in manifest if k != "config"}, indent=2, default=str))
     return 0
 
@@ -87,9 +90,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_a_future_stream(config: GeneratorConfig) -> None:
+    """A generated stream must end before the clock: ingest refuses later events."""
+    import time
+    from datetime import UTC, datetime
+
+    from feature_stream.generator import last_event_time
+    from feature_stream.ingest import MAX_AHEAD_S
+
+    last = last_event_time(config)
+    if last.timestamp() > time.time() + MAX_AHEAD_S:
+        raise OptionError(
+            f"--days {config.days}: the stream (labels included) would run to "
+            f"{last.date()}, after today ({datetime.now(UTC).date()}), and ingest refuses events "
+            "dated after the clock; ask for fewer days"
+        )
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from feature_stream.generator import GeneratorConfig
     from services.demo import DemoConfig, run_demo
 
+    if args.days is not None:
+        _refuse_a_future_stream(GeneratorConfig(days=args.days))
     cfg = DemoConfig(
         workdir=Path(args.workdir),
         seed=args.seed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,26 @@ def test_a_bad_column_mapping_names_the_field(
     assert "riskgraph: error: --mapping" in err
     assert "no_such_column_role" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["generate", "demo"])
+def test_a_stream_that_would_run_past_the_clock_is_refused_up_front(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    from feature_stream.generator import GeneratorConfig, last_event_time
+
+    # Ingest refuses events dated after the clock, so such a stream would be dead letters.
+    # The clock is set inside the default period (which starts on a fixed date).
+    start = GeneratorConfig().start
+    monkeypatch.setattr("time.time", lambda: start.timestamp() + 20 * 86400)
+    days = 30
+    assert last_event_time(GeneratorConfig(days=days)).timestamp() > time.time()
+    where = "--out" if command == "generate" else "--workdir"
+    code = main([command, where, str(tmp_path / "s"), "--days", str(days), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"riskgraph: error: --days {days}: the stream"), err
+    assert not (tmp_path / "s").exists()
