@@ -85,13 +85,10 @@ from feature_stream.kafka_io import (
     send_batched,
     source_topics,
 )
+from feature_stream.service_mode import WORKER_SERVICE_BACKENDS, with_service_defaults
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-WORKER_SERVICE_BACKENDS = {"graph_backend": "neo4j", "feature_backend": "redis"}
-"""The stores a worker writes in service mode unless a setting names others."""
 
 
 class StreamConfig(BaseSettings):
@@ -146,10 +143,7 @@ class StreamConfig(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _service_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("mode") == "service":
-            for name, value in WORKER_SERVICE_BACKENDS.items():
-                data.setdefault(name, value)
-        return data
+        return with_service_defaults(data, WORKER_SERVICE_BACKENDS)
 
     @property
     def neo4j_auth(self) -> tuple[str, str] | None:

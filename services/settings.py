@@ -11,10 +11,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feature_stream.service_mode import WORKER_SERVICE_BACKENDS, with_service_defaults
+
 DEV_PEPPER = "dev-pepper"
 DEV_TOKEN_SECRET = "dev-token-secret"  # development default; refused in production
 DEV_API_KEY = "dev-key"
-SERVICE_BACKENDS = {"graph_backend": "neo4j", "feature_backend": "redis", "case_backend": "neo4j"}
+SERVICE_BACKENDS = {**WORKER_SERVICE_BACKENDS, "case_backend": "neo4j"}
 """Backends service mode uses unless a setting names another."""
 
 
@@ -207,10 +209,7 @@ class Settings(BaseSettings):
     @classmethod
     def _service_defaults(cls, data: Any) -> Any:
         # Backends left unset follow the mode: service mode means the real servers.
-        if isinstance(data, dict) and data.get("mode") == "service":
-            for name, value in SERVICE_BACKENDS.items():
-                data.setdefault(name, value)
-        return data
+        return with_service_defaults(data, SERVICE_BACKENDS)
 
     @field_validator("dev_api_key", mode="before")
     @classmethod
