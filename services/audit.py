@@ -146,13 +146,16 @@ class FileAuditSink(AuditSink):
             line, h = chained_line(self._seq, self._prev, body)
             self._fh.write(line)
             self._fh.flush()  # in the OS at once: a crash of this process loses nothing
-            if self._mirror is not None:
-                self._mirror(line)
             receipt = Receipt(self._seq, h)
             self._seq += 1
             self._prev = h
             self._pending += 1
             due = self._pending >= self.sync_every
+            if self._mirror is not None:
+                # After the chain moved on: the line is in the log whatever the mirror does,
+                # and a failing mirror (the caller then fails closed) cannot make the next
+                # record reuse this one's sequence number.
+                self._mirror(line)
         if due:
             if self._thread is not None:
                 self._due.set()  # the commit thread syncs; this caller does not wait for it

@@ -83,3 +83,44 @@ def test_service_mode_settings_select_the_kafka_sink(tmp_path: Path) -> None:
     embedded = build_audit(Settings(audit_path=tmp_path / "embedded.log"))
     assert type(embedded) is FileAuditSink
     embedded.close()
+
+
+def test_a_mirror_the_broker_refuses_fails_the_append_but_never_the_log(tmp_path: Path) -> None:
+    import asyncio
+    import contextlib
+    import time
+
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    async def refusing(topic: str) -> None:  # every audit line is larger than 64 bytes
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            config = {"max.message.bytes": "64"}
+            await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=config)])
+        finally:
+            await admin.close()
+
+    topic = f"t-audit-refused-{uuid.uuid4().hex[:8]}"
+    asyncio.run(refusing(topic))
+    path = tmp_path / "audit.log"
+    sink = KafkaAuditSink(path, BOOTSTRAP, topic)
+    refused = 0
+    try:
+        for i in range(6):
+            try:
+                sink.append(_body(i))
+            except MessageSizeTooLargeError:
+                refused += 1  # an earlier line's batch was refused: the caller fails closed
+            time.sleep(0.3)  # the broker answers the batch before the next append
+    finally:
+        with contextlib.suppress(MessageSizeTooLargeError):  # a last batch still in flight
+            sink.close()
+    assert refused >= 1
+    # Every line is in the file, chained: the log verifies and a restart extends it.
+    result = verify_audit_log(path)
+    assert (result.ok, result.records) == (True, 6), result
+    reopened = FileAuditSink(path)
+    assert reopened.append(_body(6)).seq == 6
+    reopened.close()
