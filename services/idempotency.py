@@ -2,15 +2,10 @@
 
 Keys are scoped by caller. The cache is bounded (LRU) and entries expire, so memory stays flat
 under any load; an entry also remembers the request's hash so a key reused with a different
-body is refused rather than silently answered with someone else's decision. A transaction id
-is bound to its body the same way (:meth:`IdempotencyCache.bind`), so another payment under an
-id already scored is refused whatever key it comes with: the stores key payments by id and
-would keep only the first.
-
-An answer is kept pickled: one bytes object, which the garbage collector does not track,
-instead of the outcome's dict, payment model, lists and sets (about five tracked objects per
-request that every collector pass would scan while they live; see
-:class:`services.heap.Refreezer`). Unpickling happens only for a retry.
+body is refused rather than silently answered with someone else's decision. Once scored, a
+transaction id is bound to its body the same way (:meth:`IdempotencyCache.check_transaction`),
+so another payment under an id already scored is refused whatever key it comes with: the
+stores key payments by id and would keep only the first.
 """
 
 from __future__ import annotations
@@ -53,24 +48,27 @@ class IdempotencyCache:
         stored: dict[str, Any] = pickle.loads(response)
         return stored
 
-    def bind(self, caller: str, transaction_id: str, body_hash: str, remember: bool) -> None:
-        """Raise :class:`IdempotencyConflict` if ``transaction_id`` named a payment other than
-        the one hashed ``body_hash``, under its own key (the default) or any other; with
-        ``remember``, note the binding (a request under another key than the id)."""
+    def check_transaction(self, caller: str, transaction_id: str, body_hash: str) -> None:
+        """Raise :class:`IdempotencyConflict` if ``transaction_id`` was scored with a body other
+        than the one hashed ``body_hash``, under its own key (the default) or any other."""
         now = time.monotonic()
-        slot = (caller, _TX + transaction_id)
         with self._lock:
-            for known in (slot, (caller, transaction_id)):
+            for known in ((caller, _TX + transaction_id), (caller, transaction_id)):
                 item = self._items.get(known)
                 if item is not None and now - item[0] <= self.ttl_s and item[1] != body_hash:
                     raise IdempotencyConflict(
                         f"transaction id {transaction_id!r} was scored with another body"
                     )
-            if remember:
-                self._items[slot] = (now, body_hash, b"")
-                self._items.move_to_end(slot)
-                while len(self._items) > self.max_entries:
-                    self._items.popitem(last=False)
+
+    def bind_transaction(self, caller: str, transaction_id: str, body_hash: str) -> None:
+        """Record that ``transaction_id`` was scored as the body hashed ``body_hash`` (for a
+        request under another key than the id; :meth:`put` records the id's own key)."""
+        slot = (caller, _TX + transaction_id)
+        with self._lock:
+            self._items[slot] = (time.monotonic(), body_hash, b"")
+            self._items.move_to_end(slot)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
 
     def put(self, caller: str, key: str, body_hash: str, response: dict[str, Any]) -> None:
         blob = pickle.dumps(response, protocol=pickle.HIGHEST_PROTOCOL)

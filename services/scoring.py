@@ -248,7 +248,8 @@ class ScoringService:
                 job.lat["queue"] = info.queue_wait_ms[i] + lock_wait_ms
             todo = list(range(len(jobs)))
             while todo:
-                # A key repeated within one batch waits for the first to finish, then replays.
+                # A key (or transaction id) repeated within one batch waits for the first to
+                # finish, then replays (or is checked against what the first bound).
                 todo = self._run(jobs, todo, len(jobs), resolve)
 
     def _run(
@@ -257,19 +258,21 @@ class ScoringService:
         """Score ``jobs[i]`` for ``i`` in ``todo``; returns the indices deferred as repeats."""
         live: list[tuple[int, GateResult]] = []
         keys: set[tuple[str, str]] = set()
+        txs: set[tuple[str, str]] = set()
         deferred: list[int] = []
         for i in todo:
             job = jobs[i]
             k = (job.principal.id, job.key)
-            if k in keys:
+            t = (job.principal.id, job.payment.event_id)
+            if k in keys or t in txs:  # waits for the first with its key or transaction id
                 deferred.append(i)
                 continue
             keys.add(k)
+            txs.add(t)
             try:
                 cached = self.idempotency.get(k[0], k[1], job.body_hash)
                 if cached is None:  # one transaction id names one payment, whatever the key
-                    tx = job.payment.event_id
-                    self.idempotency.bind(k[0], tx, job.body_hash, remember=job.key != tx)
+                    self.idempotency.check_transaction(t[0], t[1], job.body_hash)
             except IdempotencyConflict as exc:
                 resolve(i, exc)
                 continue
@@ -433,6 +436,8 @@ class ScoringService:
             similar_cases=similar,
         )
         self.idempotency.put(caller, job.key, job.body_hash, dict(out.__dict__))
+        if job.key != payment.event_id:
+            self.idempotency.bind_transaction(caller, payment.event_id, job.body_hash)
         out.answered_at = time.perf_counter()
         return out
 

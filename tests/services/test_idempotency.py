@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import gc
+import threading
+from pathlib import Path
 
 import pytest
 
+from gnn.artifact import ModelBundle
 from services.idempotency import IdempotencyCache, IdempotencyConflict
-from tests.services.api_harness import App, body
+from tests.factories import payment
+from tests.services.api_harness import TEN_AM, App, body, make_app
 
 
 def test_a_retry_returns_the_same_decision_and_does_not_ingest_twice(app: App) -> None:
@@ -60,6 +64,36 @@ def test_another_payment_under_a_scored_transaction_id_is_409_whatever_the_key(
     assert same.status_code == 200
     assert app.c.graph.transaction("tx-1") == held
     assert app.c.ingestor.stats.accepted["payment"] == 1
+
+
+def test_two_bodies_under_one_transaction_id_in_one_batch(
+    tmp_path: Path, bundle: ModelBundle
+) -> None:
+    with make_app(tmp_path, bundle) as a:
+        scoring = a.c.scoring
+        sizes: list[int] = []
+        taken = threading.Event()
+
+        def on_batch(n: int) -> None:
+            sizes.append(n)
+            taken.set()
+
+        scoring.on_batch = on_batch
+        principal = a.c.auth.authenticate("dev-key")
+        mine = payment("tx-z", TEN_AM, amount=10.0)
+        other = payment("tx-z", TEN_AM, amount=99.0)
+        with scoring.lock:  # the worker takes the first batch, then waits: the next two queue
+            busy = scoring.submit(payment("tx-busy", TEN_AM), principal, 1000.0, {})
+            assert taken.wait(10)
+            first = scoring.submit(mine, principal, 1000.0, {"amount": 10.0})  # the id as key
+            second = scoring.submit(other, principal, 1000.0, {"amount": 99.0}, "k-other")
+        busy.result(10)
+        assert first.result(10).rung == "full"
+        with pytest.raises(IdempotencyConflict, match="'tx-z' was scored with another body"):
+            second.result(10)
+        assert sizes[1:] == [2]  # one batch held both (the second waited for the first in it)
+        held = a.c.graph.transaction("tx-z")
+        assert held is not None and held.amount == 10.0
 
 
 def test_the_cache_is_bounded_and_scoped_by_caller() -> None:
