@@ -15,9 +15,10 @@ stream worker (:mod:`feature_stream.stream_app`) uses aiokafka directly.
 * :class:`KafkaEventSink` – idempotent producer (``enable_idempotence=True``, ``acks="all"``).
   ``send`` is asynchronous (buffered); ``flush`` returns once every record sent so far is
   acknowledged by the broker. A batch the broker refuses, or that times out, goes to
-  ``on_undelivered`` with its records when that is set (checked at each ``send`` and at
-  ``flush``); otherwise the next ``send`` or ``flush`` raises, after waiting for every batch
-  in flight. At-least-once: a record reported undelivered may still have been written.
+  ``on_undelivered`` with its records when that is set; otherwise it is raised. Failures are
+  found at ``flush`` (which waits for every batch in flight) and at a later ``send`` once the
+  oldest batch in flight is done; a ``send`` that raises for an earlier failure does not send
+  its own record. At-least-once: a record reported undelivered may still have been written.
 * :class:`KafkaEventSource` – consumer over one or more topics, optionally from a time range
   (Kafka record timestamps, i.e. produce time: ``offsets_for_times``). With a ``group_id`` it
   commits the offsets of the records it has yielded when it fetches the next batch and on
@@ -281,7 +282,10 @@ class KafkaEventSink(EventSink):
             exc.add_note(f"{lost} record(s) in {len(failed)} batch(es) not delivered")
             raise exc
         for values, exc in failed:
-            self.on_undelivered(values, exc)
+            try:
+                self.on_undelivered(values, exc)
+            except Exception:  # the handler's own sink failed: the records are in the log
+                log.exception("%d undelivered record(s) not kept either: %r", len(values), values)
 
     def flush(self) -> None:
         self._reap(block=True)

@@ -238,11 +238,31 @@ def convert_table(
                     field = str(exc.errors()[0]["loc"][0])
                     raise _BadCell(_column_of(m, field), str(exc)) from exc
                 fraud = _parse(m.label, _label, row[m.label]) if m.label else 0
-                label_at = (
-                    _parse(m.label_time, lambda v: _time(v, naive_utc), row[m.label_time])
-                    if m.label_time and row[m.label_time].strip()
-                    else when + delay
-                )
+                if m.label_time and row[m.label_time].strip():
+                    label_at = _parse(
+                        m.label_time, lambda v: _time(v, naive_utc), row[m.label_time]
+                    )
+                else:
+                    try:
+                        label_at = when + delay
+                    except OverflowError as exc:
+                        raise _BadCell(m.timestamp, f"its label time: {exc}") from exc
+                label_line = None
+                if m.label and (fraud or m.legit_labels):
+                    try:
+                        label = LabelEvent(
+                            event_id=f"lb-{tx}",
+                            event_time=label_at,
+                            transaction_id=tx,
+                            account_id=payment.account_id,
+                            is_fraud=bool(fraud),
+                            source="chargeback",
+                        )
+                    except ValidationError as exc:  # e.g. an id too long once prefixed
+                        raise _BadCell(m.transaction_id, f"its label: {exc}") from exc
+                    ev = label.model_dump(mode="json")
+                    ev["event_time"] = _iso(label_at)
+                    label_line = json.dumps(ev, separators=(",", ":"))
             except _BadCell as exc:
                 reason = {"row": n, "field": exc.column, "reason": str(exc)[:300], "raw": raw}
                 bad.write(json.dumps(reason) + "\n")
@@ -251,18 +271,8 @@ def convert_table(
             first_row[tx] = n
             payments.append((when, n, json.dumps(body, separators=(",", ":"))))
             scenario = row[m.scenario].strip() if m.scenario else ""
-            if m.label and (fraud or m.legit_labels):
-                label = LabelEvent(
-                    event_id=f"lb-{tx}",
-                    event_time=label_at,
-                    transaction_id=tx,
-                    account_id=payment.account_id,
-                    is_fraud=bool(fraud),
-                    source="chargeback",
-                )
-                ev = label.model_dump(mode="json")
-                ev["event_time"] = _iso(label_at)
-                labels.append((label_at, n, json.dumps(ev, separators=(",", ":"))))
+            if label_line is not None:
+                labels.append((label_at, n, label_line))
             scenario = scenario if fraud else ""
             truth.append((tx, payment.account_id, body["event_time"], fraud, scenario))
     payments.sort(key=lambda r: (r[0], r[1]))

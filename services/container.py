@@ -80,9 +80,11 @@ class Container:
         self.review.close()
         self.audit.close()
         self.policy.close()
-        self.dead_letters.close()
-        self.graph.close()
-        self.features.close()
+        try:  # the graph's publisher may dead-letter what the broker refused at its close
+            self.graph.close()
+            self.features.close()
+        finally:
+            self.dead_letters.close()
 
 
 def resolve_device(name: str) -> str:

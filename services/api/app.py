@@ -87,6 +87,8 @@ class BodyLimit:
                     break
             else:  # no declared length (chunked): read up to the limit before the app does
                 body = await self._read_at_most(receive)
+                if body is _GONE:
+                    return  # the client left mid-body: nothing to answer, nothing to run
                 if body is None:
                     await self._too_big(scope, receive, send)
                     return
@@ -99,12 +101,13 @@ class BodyLimit:
         await answer(scope, receive, send)
 
     async def _read_at_most(self, receive: Receive) -> bytes | None:
-        """The whole body, or ``None`` once it passes ``max_bytes``."""
+        """The whole body, ``None`` once it passes ``max_bytes``, or :data:`_GONE` if the
+        client disconnected before sending all of it."""
         chunks, size = [], 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                break
+            if message["type"] != "http.request":  # http.disconnect: a partial body
+                return _GONE
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
@@ -113,6 +116,9 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+_GONE = b"\x00client disconnected"  # compared by identity, never a body
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

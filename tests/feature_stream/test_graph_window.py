@@ -351,6 +351,21 @@ def test_events_the_broker_refuses_after_send_returned_are_kept_as_dead_letters(
 
 
 @integration
+def test_events_refused_while_the_store_closes_are_dead_letters_too(kafka: None) -> None:
+    prefix = f"t-refused-{uuid.uuid4().hex[:8]}-"
+    asyncio.run(_topic_refusing_records_over(prefix + "payments", 64))
+    from feature_stream.event_io import InMemoryEventSink
+
+    undelivered = InMemoryEventSink()
+    publish = KafkaEventSink(BOOTSTRAP, prefix=prefix)
+    store = WindowedGraphStore(WindowGraph(YEAR), None, publish=publish, undelivered=undelivered)
+    store.add(payment("p-last", 10, account="a", card="c", merchant="m"))
+    store.close()  # no flush first: the close waits for the batch and reports it
+    assert [parse_event(d["value"]).event_id for d in undelivered.records] == ["p-last"]
+    assert store.publish_failures == 1
+
+
+@integration
 def test_without_a_handler_the_kafka_sink_raises_once_every_batch_is_done(kafka: None) -> None:
     topic = f"t-refused-{uuid.uuid4().hex[:8]}"
     asyncio.run(_topic_refusing_records_over(topic, 64))

@@ -134,6 +134,8 @@ def test_rows_that_do_not_fit_are_rejected_with_the_column_and_the_rest_kept(
         ",".join(row("17", TX_DATETIME="9999-12-31T23:59:59-14:00")),
         ",".join(row("18", CUSTOMER_ID="caf\xe9")),
         ",".join(row("19", TX_FRAUD="1")),
+        ",".join(row("20", TX_DATETIME="9999-12-30 00:00:00", TX_FRAUD="1")),  # label past 9999
+        ",".join(row("2" * 126, TX_FRAUD="1")),  # its label id lb-tx-… is too long
     ]
     src = tmp_path / "tx.csv"
     # A byte-order mark first, and row 18 in Latin-1: not UTF-8.
@@ -152,13 +154,15 @@ def test_rows_that_do_not_fit_are_rejected_with_the_column_and_the_rest_kept(
         (7, "TX_AMOUNT"),
         (8, "TX_DATETIME"),
         (9, "CUSTOMER_ID"),
+        (11, "TX_DATETIME"),
+        (12, "TRANSACTION_ID"),
     ]
     assert "row 0 already" in rejected[2]["reason"]
     assert "not valid UTF-8" in rejected[8]["reason"]
     assert (manifest["rows"], manifest["payments"], manifest["rejected"], manifest["fraud"]) == (
-        11,
+        13,
         2,
-        9,
+        11,
         1,
     )
     events = [parse_event(r.value) for r in FileEventSource(tmp_path / "out")]

@@ -392,3 +392,33 @@ def test_an_unreachable_opa_server_fails_closed_with_503(
         assert record["kind"] == "inference_failed_closed"
         assert "OPA server unreachable" in record["error"]
         assert a.c.graph.stats()["edges"] == 0
+
+
+def test_a_chunked_body_cut_off_by_a_disconnect_never_reaches_the_app() -> None:
+    import asyncio
+
+    from services.api.app import BodyLimit
+
+    called: list[object] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # what would score it
+        called.append(await receive())
+
+    messages = [
+        {"type": "http.request", "body": b'{"a":1}', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[object] = []
+
+    async def receive() -> Any:
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/events", "headers": []}
+    asyncio.run(BodyLimit(app, max_bytes=1024)(scope, receive, send))
+    assert called == [] and sent == []  # a partial body is not a request
+    messages[:] = [{"type": "http.request", "body": b'{"a":1}', "more_body": False}]
+    asyncio.run(BodyLimit(app, max_bytes=1024)(scope, receive, send))
+    assert called == [{"type": "http.request", "body": b'{"a":1}', "more_body": False}]
