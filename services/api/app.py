@@ -175,6 +175,9 @@ def create_app(container: Container) -> FastAPI:
         # FastAPI's own handler echoes each bad value back, and a NaN or an Infinity (which
         # JSON bodies may carry) cannot be encoded in the answer: that was a 500.
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        for e in detail:
+            metrics.invalid.labels(route, str(e["loc"][-1]) if e["loc"] else "").inc()
         return JSONResponse({"detail": detail}, status_code=422)
 
     app.state.container = container
@@ -252,12 +255,14 @@ def create_app(container: Container) -> FastAPI:
             payment = Payment.model_validate(event)
         except ValidationError as err:
             first = err.errors()[0]
+            metrics.invalid.labels("/v1/score", str(first["loc"][0]) if first["loc"] else "").inc()
             return JSONResponse(
                 {"detail": [{"loc": ["body", *map(str, first["loc"])], "msg": first["msg"]}]},
                 status_code=422,
             )
         problem = c.ingestor.time_problem(payment)
         if problem is not None:
+            metrics.invalid.labels("/v1/score", "event_time").inc()
             return JSONResponse(
                 {"detail": [{"loc": ["body", "event_time"], "msg": problem}]}, status_code=422
             )

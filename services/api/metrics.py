@@ -11,6 +11,10 @@ the model stages are per micro-batch: each request observes its group's time.
 ``retrieval`` (similar cases and the case record) is observed only by the answers that open
 a case (review or decline).
 
+``riskgraph_invalid_requests_total{route,field}`` counts the 422s by route template and the
+field at fault (a rejected event of ``/v1/events`` is a dead letter, in
+``riskgraph_events_total{outcome="dead_letter"}``).
+
 ``riskgraph_heap_refreeze_ms`` has the pauses of :class:`services.heap.Refreezer` (a full
 garbage-collector pass and a freeze, between requests).
 """
@@ -30,6 +34,12 @@ class ApiMetrics:
             "riskgraph_score_requests",
             "Score requests by outcome",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.invalid = Counter(
+            "riskgraph_invalid_requests",
+            "Requests refused with 422, by route and the field at fault",
+            ["route", "field"],
             registry=self.registry,
         )
         self.served = Counter(

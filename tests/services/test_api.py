@@ -237,6 +237,12 @@ def test_a_payment_dated_in_the_future_is_refused_and_the_graph_keeps_what_it_ho
     assert [d["field"] for d in app.dead_letters.records] == ["event_time"]
     assert app.c.graph.stats() == held
     assert app.c.graph.transaction("tx-1") is not None
+    r = app.client.post("/v1/score", json=body(transaction_id="tx-3", amount="12"))
+    assert r.status_code == 422
+    metrics = app.client.get("/metrics").text
+    for field in ("event_time", "amount"):
+        line = f'riskgraph_invalid_requests_total{{field="{field}",route="/v1/score"}} 1.0'
+        assert line in metrics
 
 
 def test_an_event_whose_type_is_not_a_string_is_dead_lettered_not_a_500(app: App) -> None:
