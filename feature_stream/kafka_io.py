@@ -146,7 +146,12 @@ def decode(raw: bytes | None) -> Any:
     """Bytes → the JSON value, or the text itself when it is not JSON (so it can be rejected)."""
     if raw is None:
         return None
-    text = raw.decode("utf-8", errors="replace")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Kept as escaped text, so validation rejects it whole: replacing the bad bytes would
+        # quietly turn an id like caf\xe9 into another id.
+        return raw.decode("utf-8", errors="backslashreplace")
     try:
         return json.loads(text)
     except json.JSONDecodeError:

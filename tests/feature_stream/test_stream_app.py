@@ -29,3 +29,22 @@ def test_a_label_before_its_payment_still_counts_once_the_payment_arrives() -> N
     assert features.window("fraud:card:c", ts(0.0), ts(50.0)).count == 0
     apply_batch(graph, features, [p, label("l1", 50.0, txn=p)])  # replays change nothing
     assert features.window("fraud:acct:a", ts(0.0), ts(100.0)).count == 1
+
+
+def test_a_kafka_value_that_is_not_utf8_is_rejected_whole_not_altered() -> None:
+    import json
+
+    from feature_stream.event_io import InMemoryEventSink, RawRecord
+    from feature_stream.events import to_record
+    from feature_stream.ingest import Ingestor
+    from feature_stream.kafka_io import decode
+
+    good = to_record(payment("p1", 1, account="acc-1"))
+    raw = json.dumps(good).replace("acc-1", "caf\u00e9").encode("latin-1")  # é as one byte
+    value = decode(raw)
+    assert isinstance(value, str) and "caf\\xe9" in value  # the byte kept, escaped
+    dead = InMemoryEventSink()
+    ingestor = Ingestor(InMemoryGraphStore(), InMemoryFeatureStore(), dead)
+    assert ingestor.parse(RawRecord("payments", value, 7)) is None  # no account "caf\ufffd"
+    assert [(d["offset"], d["value"]) for d in dead.records] == [(7, value)]
+    assert decode(json.dumps(good).encode()) == good
