@@ -31,6 +31,15 @@ class RawRecord(NamedTuple):
     offset: int
 
 
+def utf8_or_escaped(raw: bytes) -> str:
+    """``raw`` as UTF-8 text; bytes that are not UTF-8 come back escaped (``\\xe9``), which is
+    no valid JSON, so validation rejects the record whole instead of taking an altered id."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace")
+
+
 class EventSource(abc.ABC):
     """Port: an ordered stream of raw records."""
 
@@ -88,10 +97,7 @@ class FileEventSource(EventSource):
     def _read(self, rank: int, topic: str) -> Iterator[tuple[str, int, int, RawRecord]]:
         with open(self.directory / f"{topic}.jsonl", "rb") as fh:
             for offset, raw in enumerate(fh):
-                try:
-                    line = raw.decode("utf-8").strip()
-                except UnicodeDecodeError:  # kept, escaped, for validation to reject
-                    line = raw.decode("utf-8", "backslashreplace").strip()
+                line = utf8_or_escaped(raw).strip()
                 if not line:
                     continue
                 try:

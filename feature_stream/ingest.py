@@ -81,7 +81,7 @@ class Ingestor:
 
     def time_problem(self, event: AnyEvent) -> str | None:
         """Why ``event``'s time cannot be taken (``None``: it can)."""
-        ahead = event.event_time.timestamp() - self.clock()
+        ahead = event.ts - self.clock()
         if ahead > MAX_AHEAD_S:
             return (
                 f"{event.event_time.isoformat()} is {ahead / 86400:.1f} days after this host's "

@@ -50,7 +50,13 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
-from feature_stream.event_io import EventSink, EventSource, FileEventSource, RawRecord
+from feature_stream.event_io import (
+    EventSink,
+    EventSource,
+    FileEventSource,
+    RawRecord,
+    utf8_or_escaped,
+)
 from feature_stream.events import TOPICS
 
 log = logging.getLogger(__name__)
@@ -146,12 +152,7 @@ def decode(raw: bytes | None) -> Any:
     """Bytes → the JSON value, or the text itself when it is not JSON (so it can be rejected)."""
     if raw is None:
         return None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        # Kept as escaped text, so validation rejects it whole: replacing the bad bytes would
-        # quietly turn an id like caf\xe9 into another id.
-        return raw.decode("utf-8", errors="backslashreplace")
+    text = utf8_or_escaped(raw)
     try:
         return json.loads(text)
     except json.JSONDecodeError:

@@ -125,9 +125,14 @@ def _cells(row: dict[str | None, Any]) -> dict[str, str]:
     short = [c for c, v in row.items() if v is None]
     if short:
         raise _BadCell(str(short[0]), "missing: the row has fewer cells than the header")
-    for column, value in row.items():
-        if any("\udc80" <= ch <= "\udcff" for ch in value):
-            raise _BadCell(str(column), "not valid UTF-8")
+    try:  # a byte that is not UTF-8 reads as a surrogate, which does not encode
+        "".join(row.values()).encode("utf-8")  # one C call per row
+    except UnicodeEncodeError:
+        for column, value in row.items():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _BadCell(str(column), "not valid UTF-8") from None
     return row  # type: ignore[return-value]
 
 

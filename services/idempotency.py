@@ -6,6 +6,11 @@ body is refused rather than silently answered with someone else's decision. Once
 transaction id is bound to its body the same way (:meth:`IdempotencyCache.check_transaction`),
 so another payment under an id already scored is refused whatever key it comes with: the
 stores key payments by id and would keep only the first.
+
+An answer is kept pickled: one bytes object, which the garbage collector does not track,
+instead of the outcome's dict, payment model, lists and sets (about five tracked objects per
+request that every collector pass would scan while they live; see
+:class:`services.heap.Refreezer`). Unpickling happens only for a retry.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-_TX = "\x00tx:"  # bind()'s slots; a header value (an Idempotency-Key) holds no NUL
+_TX = "\x00tx:"  # bind_transaction()'s slots; an Idempotency-Key header holds no NUL
 
 
 class IdempotencyConflict(Exception):
@@ -63,18 +68,15 @@ class IdempotencyCache:
     def bind_transaction(self, caller: str, transaction_id: str, body_hash: str) -> None:
         """Record that ``transaction_id`` was scored as the body hashed ``body_hash`` (for a
         request under another key than the id; :meth:`put` records the id's own key)."""
-        slot = (caller, _TX + transaction_id)
-        with self._lock:
-            self._items[slot] = (time.monotonic(), body_hash, b"")
-            self._items.move_to_end(slot)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
+        self._store((caller, _TX + transaction_id), body_hash, b"")
 
     def put(self, caller: str, key: str, body_hash: str, response: dict[str, Any]) -> None:
-        blob = pickle.dumps(response, protocol=pickle.HIGHEST_PROTOCOL)
+        self._store((caller, key), body_hash, pickle.dumps(response, pickle.HIGHEST_PROTOCOL))
+
+    def _store(self, slot: tuple[str, str], body_hash: str, blob: bytes) -> None:
         with self._lock:
-            self._items[(caller, key)] = (time.monotonic(), body_hash, blob)
-            self._items.move_to_end((caller, key))
+            self._items[slot] = (time.monotonic(), body_hash, blob)
+            self._items.move_to_end(slot)
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
 
